@@ -1,0 +1,3 @@
+//! The `vxn-blobs` command: parses arguments, calls the library and reports errors.
+
+fn main() {}
