@@ -49,8 +49,22 @@ pub struct InjectReport {
     pub bytes_written: u64,
 }
 
+mod codec;
+mod dir;
 mod error;
-pub use error::Error;
+mod format;
+mod image;
+mod inode;
+mod metadata;
+mod sample;
+mod writer;
+mod xattr;
+
+pub use error::{Corruption, Error};
+pub use sample::write_sample_image;
+
+use image::{Content, Image, Node, NodeId};
+use inode::{Body, Inode, Kind};
 
 /// Injects `injections` into the squashfs image at `input` and writes the result to `output`.
 ///
@@ -64,9 +78,340 @@ pub fn inject(
     opts: &InjectOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<InjectReport, Error> {
-    let _ = (input, output, injections, opts, progress);
-    Err(Error::Unsupported {
-        path: input.to_path_buf(),
-        what: "the engine is not written yet".into(),
+    check_injections(input, injections)?;
+    let mut img = Image::open(input)?;
+    let mtime = opts.source_date_epoch.unwrap_or(img.sb.mkfs_time);
+    apply(&mut img, input, injections, mtime)?;
+
+    let input_compressor = img.compressor_name().to_string();
+    let keep_raw = opts.compression == Compression::Keep || img.sb.compressor_id == codec::XZ;
+    let (out_codec, flags) = if keep_raw {
+        (img.codec.clone(), img.sb.flags)
+    } else {
+        let codec = codec::Codec::xz_default(img.sb.block_size);
+        let flags =
+            img.sb.flags & !(format::flags::ANY_UNCOMPRESSED | format::flags::COMPRESSOR_OPTIONS);
+        (codec, flags)
+    };
+    let plan = writer::Plan {
+        codec: out_codec,
+        keep_raw,
+        flags,
+        mkfs_time: mtime,
+        jobs: if opts.jobs == 0 {
+            default_jobs()
+        } else {
+            opts.jobs
+        },
+    };
+    log::info!(
+        "{}: {} -> {}, block size {} KiB, {} inodes; data region {}",
+        input.display(),
+        input_compressor,
+        plan.codec.name(),
+        img.sb.block_size >> 10,
+        img.sb.inode_count,
+        if keep_raw { "copied raw" } else { "transcoded" }
+    );
+    let injected: Vec<(String, NodeId)> = injections
+        .iter()
+        .filter_map(|inj| img.lookup(&inj.dest).map(|id| (inj.dest.clone(), id)))
+        .collect();
+    let written = write_atomically(output, |file, tmp| {
+        let written = writer::write(&mut img, &plan, file, tmp, progress)?;
+        verify(tmp, &img, &injected, &written)?;
+        Ok(written)
+    })?;
+    Ok(InjectReport {
+        input_compressor,
+        output_compressor: plan.codec.name().to_string(),
+        data_kept_raw: keep_raw,
+        inode_count: img.sb.inode_count,
+        bytes_written: written.bytes,
+    })
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Checks what can be checked before the image is read: destinations are absolute, clean and
+/// distinct; sources are readable regular files.
+fn check_injections(input: &Path, injections: &[Injection]) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for inj in injections {
+        let bad = |why: &str| Error::Destination {
+            image: input.to_path_buf(),
+            dest: inj.dest.clone(),
+            why: why.to_string(),
+        };
+        let parts: Vec<&str> = inj.dest.split('/').skip(1).collect();
+        if !inj.dest.starts_with('/') || parts.is_empty() || parts.iter().any(|p| p.is_empty()) {
+            return Err(bad(
+                "the destination must be an absolute path to a file, like /vxn-init.sh",
+            ));
+        }
+        if parts
+            .iter()
+            .any(|p| *p == "." || *p == ".." || p.len() > 256 || p.contains('\0'))
+        {
+            return Err(bad(
+                "the destination may not contain \".\", \"..\" or names over 256 bytes",
+            ));
+        }
+        if !seen.insert(inj.dest.as_str()) {
+            return Err(bad("the same destination is given twice"));
+        }
+        if inj.mode > 0o7777 {
+            return Err(bad("the mode has bits beyond 07777"));
+        }
+        let meta = std::fs::metadata(&inj.source)
+            .map_err(|e| Error::io("read the file to inject", inj.source.clone(), e))?;
+        if !meta.is_file() {
+            return Err(Error::io(
+                "read the file to inject",
+                inj.source.clone(),
+                std::io::Error::new(std::io::ErrorKind::Other, "it is not a regular file"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the injections to the in-memory image, as `install -m MODE` would: a new inode owned
+/// by root, replacing any non-directory at the destination. Other hardlinks of a replaced inode
+/// keep it (with one link fewer); an inode left with no link is dropped and its number reused.
+fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) -> Result<(), Error> {
+    if injections.is_empty() {
+        return Ok(());
+    }
+    let root_id = match img.ids.iter().position(|id| *id == 0) {
+        Some(i) => i as u16,
+        None if img.ids.len() < usize::from(u16::MAX) => {
+            img.ids.push(0);
+            (img.ids.len() - 1) as u16
+        }
+        None => {
+            return Err(Error::Unsupported {
+                path: input.to_path_buf(),
+                what: "65535 distinct owners and no root among them".into(),
+            })
+        }
+    };
+    let mut freed: Vec<u32> = Vec::new();
+    let mut next_number = img.sb.inode_count + 1;
+    for inj in injections {
+        let bad = |why: String| Error::Destination {
+            image: input.to_path_buf(),
+            dest: inj.dest.clone(),
+            why,
+        };
+        let (parent_path, name) = inj.dest.rsplit_once('/').unwrap_or(("", &inj.dest));
+        let parent = img.lookup(parent_path).ok_or_else(|| {
+            bad(format!(
+                "its parent directory {parent_path:?} does not exist in the image"
+            ))
+        })?;
+        if img.nodes[parent].inode.kind != Kind::Dir {
+            return Err(bad(format!(
+                "{parent_path:?} is a {:?} in the image, not a directory",
+                img.nodes[parent].inode.kind
+            )));
+        }
+        let children = &img.nodes[parent].children;
+        let slot = children.binary_search_by(|(n, _)| n.as_slice().cmp(name.as_bytes()));
+        let insert_at = match slot {
+            Ok(i) => {
+                let old = children[i].1;
+                if img.nodes[old].inode.kind == Kind::Dir {
+                    return Err(bad(
+                        "a directory of that name exists in the image; only files can be injected"
+                            .into(),
+                    ));
+                }
+                img.nodes[parent].children.remove(i);
+                let old = &mut img.nodes[old];
+                if old.inode.nlink > 1 {
+                    old.inode.nlink -= 1;
+                } else {
+                    old.dropped = true;
+                    freed.push(old.inode.number);
+                }
+                i
+            }
+            Err(i) => i,
+        };
+        let number = freed.pop().unwrap_or_else(|| {
+            next_number += 1;
+            next_number - 1
+        });
+        let node = Node {
+            inode: Inode {
+                kind: Kind::File,
+                extended: false,
+                mode: inj.mode,
+                uid_idx: root_id,
+                gid_idx: root_id,
+                mtime,
+                number,
+                nlink: 1,
+                xattr: format::NO_XATTR,
+                body: Body::File {
+                    blocks_start: 0,
+                    file_size: 0,
+                    sparse: 0,
+                    fragment: format::NO_FRAGMENT,
+                    frag_offset: 0,
+                    blocks: Vec::new(),
+                },
+            },
+            children: Vec::new(),
+            content: Content::Host(inj.source.clone()),
+            dropped: false,
+        };
+        img.nodes.push(node);
+        let id = img.nodes.len() - 1;
+        img.nodes[parent]
+            .children
+            .insert(insert_at, (name.as_bytes().to_vec(), id));
+    }
+    // mksquashfs numbers the root's ".." one past the last inode; keep that true.
+    let old_count = img.sb.inode_count;
+    img.sb.inode_count = next_number - 1;
+    if let Body::Dir { parent, .. } = &mut img.nodes[img.root].inode.body {
+        if *parent == old_count + 1 {
+            *parent = img.sb.inode_count + 1;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `output` through a temporary file in the same directory: `write` fills it, and only
+/// when that succeeds is it renamed over `output`. On any error the temporary file is removed.
+pub(crate) fn write_atomically<T>(
+    output: &Path,
+    write: impl FnOnce(std::fs::File, &Path) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    if output.is_dir() {
+        return Err(Error::io(
+            "write the output image",
+            output,
+            std::io::Error::new(std::io::ErrorKind::Other, "it is a directory"),
+        ));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io("create a temporary file in", dir.clone(), e))?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(|e| Error::io("create a temporary file in", dir.clone(), e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let value = write(file, &tmp_path)?;
+    let made = tmp
+        .persist(output)
+        .map_err(|e| Error::io("rename the finished image to", output, e.error))?;
+    drop(made);
+    // The rename is durable only once the directory is synced.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(value)
+}
+
+/// Reads the written image back with the same checks as any input, and compares each injected
+/// file's bytes with what was written.
+fn verify(
+    tmp: &Path,
+    img: &Image,
+    injected: &[(String, NodeId)],
+    written: &writer::Written,
+) -> Result<(), Error> {
+    let back = Image::open(tmp)?;
+    let fail = |what: String| Error::Corrupt {
+        path: tmp.to_path_buf(),
+        corruption: Corruption::new("read-back check", 0, what),
+    };
+    if back.sb.inode_count != img.sb.inode_count {
+        return Err(fail(format!(
+            "the written image has {} inodes instead of {} (this is a bug in vxn-blobs)",
+            back.sb.inode_count, img.sb.inode_count
+        )));
+    }
+    for (dest, id) in injected {
+        let at = back
+            .lookup(dest)
+            .ok_or_else(|| fail(format!("{dest} is missing (this is a bug in vxn-blobs)")))?;
+        let data = back.read_file(at, u64::MAX)?;
+        let digest: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&data).into()
+        };
+        if written.digests.get(id) != Some(&digest)
+            || back.nodes[at].inode.mode != img.nodes[*id].inode.mode
+        {
+            return Err(fail(format!(
+                "{dest} does not read back as written (this is a bug in vxn-blobs)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A file inside an image, as `ls -ln` and `sha256sum` would describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub path: String,
+    /// Permission bits (07777).
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u32,
+    pub size: u64,
+    /// Hex sha256 of the contents, for regular files.
+    pub sha256: Option<String>,
+}
+
+/// Describes `path` inside the image at `image` (for reports such as the demo's).
+pub fn stat(image: &Path, path: &str) -> Result<FileInfo, Error> {
+    let img = Image::open(image)?;
+    let id = img.lookup(path).ok_or_else(|| Error::Destination {
+        image: image.to_path_buf(),
+        dest: path.to_string(),
+        why: "no such path in the image".into(),
+    })?;
+    let inode = &img.nodes[id].inode;
+    let owner = |i: u16| img.ids.get(i as usize).copied().unwrap_or(0);
+    let (size, sha256) = match &inode.body {
+        Body::File { file_size, .. } => {
+            use sha2::Digest;
+            let data = img.read_file(id, u64::MAX)?;
+            let hex: String = sha2::Sha256::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (*file_size, Some(hex))
+        }
+        Body::Symlink { target } => (target.len() as u64, None),
+        _ => (0, None),
+    };
+    Ok(FileInfo {
+        path: path.to_string(),
+        mode: inode.mode,
+        uid: owner(inode.uid_idx),
+        gid: owner(inode.gid_idx),
+        mtime: inode.mtime,
+        size,
+        sha256,
     })
 }

@@ -1,0 +1,527 @@
+//! Writing an image from the in-memory model: the data region (kept raw or transcoded block by
+//! block in parallel), then every metadata table re-encoded, then the superblock.
+//!
+//! Data never passes through memory whole: raw copies stream in 1 MiB pieces and transcoding
+//! works on a bounded batch of blocks at a time, so peak memory follows the metadata, not the
+//! file data.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::codec::Codec;
+use super::dir::{encode_listing, OutEntry};
+use super::error::Error;
+use super::format::{
+    flags, make_ref, SuperBlock, DATA_UNCOMPRESSED, METADATA_SIZE, METADATA_UNCOMPRESSED, NOT_SET,
+    NO_FRAGMENT, PAD_TO, SUPERBLOCK_SIZE,
+};
+use super::image::{Content, Fragment, Image, NodeId};
+use super::inode::{Body, IndexEntry, Kind};
+use super::metadata::{write_table_blocks, Writer};
+
+/// How the output is to be encoded.
+pub struct Plan {
+    pub codec: Codec,
+    /// Copy the source's data region byte for byte (same compressor, options and block size).
+    pub keep_raw: bool,
+    pub flags: u16,
+    pub mkfs_time: u32,
+    pub jobs: usize,
+}
+
+/// What the writer reports back: the image size and a digest of each file it wrote from
+/// outside the source, for the read-back check.
+pub struct Written {
+    pub bytes: u64,
+    pub digests: HashMap<NodeId, [u8; 32]>,
+}
+
+/// The output file with the position of the next byte.
+struct Out {
+    w: BufWriter<File>,
+    pos: u64,
+    path: PathBuf,
+}
+
+impl Out {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.w
+            .write_all(bytes)
+            .map_err(|e| Error::io("write the output image", &self.path, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Raw copies move this much at a time.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub fn write(
+    img: &mut Image,
+    plan: &Plan,
+    file: File,
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Written, Error> {
+    let mut out = Out {
+        w: BufWriter::with_capacity(COPY_CHUNK, file),
+        pos: 0,
+        path: path.to_path_buf(),
+    };
+    out.put(&[0u8; SUPERBLOCK_SIZE])?;
+    if let Some(opts) = plan.codec.options() {
+        out.put(&(opts.len() as u16 | METADATA_UNCOMPRESSED).to_le_bytes())?;
+        out.put(opts)?;
+    }
+    let new_bytes: u64 = img
+        .nodes
+        .iter()
+        .filter(|n| !n.dropped)
+        .map(|n| match &n.content {
+            Content::Host(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Content::Bytes(b) => b.len() as u64,
+            Content::Original => 0,
+        })
+        .sum();
+
+    // The data region.
+    let fragments = if plan.keep_raw {
+        let total = img.sb.inode_table - img.data_start + new_bytes;
+        copy_raw(img, &mut out, total, progress)?;
+        img.fragments.clone()
+    } else {
+        transcode(img, plan, &mut out, new_bytes, progress)?
+    };
+    let done_before_new = out.pos;
+    let mut digests = HashMap::new();
+    let compress_data = plan.flags & flags::UNCOMPRESSED_DATA == 0;
+    for id in 0..img.nodes.len() {
+        if img.nodes[id].dropped || img.nodes[id].content == Content::Original {
+            continue;
+        }
+        let (body, digest) = write_content(img, id, plan, compress_data, &mut out)?;
+        img.nodes[id].inode.body = body;
+        digests.insert(id, digest);
+    }
+    progress(out.pos - done_before_new, out.pos - done_before_new);
+
+    // The metadata tables.
+    let compress_inodes = plan.flags & flags::UNCOMPRESSED_INODES == 0;
+    let (inode_table, dir_table, refs) = encode_tree(img, &plan.codec, compress_inodes);
+    let mut sb = img.sb.clone();
+    sb.mkfs_time = plan.mkfs_time;
+    sb.compressor_id = plan.codec.id();
+    sb.flags = plan.flags;
+    sb.root_inode = refs[img.root];
+    sb.inode_table = out.pos;
+    out.put(&inode_table)?;
+    sb.directory_table = out.pos;
+    out.put(&dir_table)?;
+
+    sb.fragment_count = fragments.len() as u32;
+    if fragments.is_empty() && img.sb.fragment_table == NOT_SET {
+        sb.fragment_table = NOT_SET;
+    } else {
+        let mut raw = Vec::with_capacity(fragments.len() * 16);
+        for f in &fragments {
+            raw.extend_from_slice(&f.start.to_le_bytes());
+            raw.extend_from_slice(&f.size.to_le_bytes());
+            raw.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let compress = plan.flags & flags::UNCOMPRESSED_FRAGMENTS == 0;
+        let (blocks, lookup) = write_table_blocks(&plan.codec, compress, &raw, out.pos);
+        out.put(&blocks)?;
+        sb.fragment_table = out.pos;
+        out.put(&lookup)?;
+    }
+
+    if img.sb.export_table != NOT_SET {
+        let mut table = vec![0u64; sb.inode_count as usize];
+        for (id, node) in img.nodes.iter().enumerate() {
+            if let Some(slot) = (node.inode.number as usize)
+                .checked_sub(1)
+                .and_then(|i| table.get_mut(i))
+            {
+                if !node.dropped {
+                    *slot = refs[id];
+                }
+            }
+        }
+        let raw: Vec<u8> = table.iter().flat_map(|r| r.to_le_bytes()).collect();
+        let (blocks, lookup) = write_table_blocks(&plan.codec, compress_inodes, &raw, out.pos);
+        out.put(&blocks)?;
+        sb.export_table = out.pos;
+        out.put(&lookup)?;
+    }
+
+    let raw: Vec<u8> = img.ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+    let compress_ids = plan.flags & flags::UNCOMPRESSED_IDS == 0;
+    let (blocks, lookup) = write_table_blocks(&plan.codec, compress_ids, &raw, out.pos);
+    out.put(&blocks)?;
+    sb.id_table = out.pos;
+    sb.id_count = img.ids.len() as u16;
+    out.put(&lookup)?;
+
+    if let Some(x) = &img.xattrs {
+        let compress = plan.flags & flags::UNCOMPRESSED_XATTRS == 0;
+        let (bytes, header) = x.write(&plan.codec, compress, out.pos);
+        out.put(&bytes)?;
+        sb.xattr_table = header;
+    } else {
+        sb.xattr_table = NOT_SET;
+    }
+
+    sb.bytes_used = out.pos;
+    let padding = (PAD_TO - out.pos % PAD_TO) % PAD_TO;
+    out.put(&vec![0u8; padding as usize])?;
+    let mut file = out
+        .w
+        .into_inner()
+        .map_err(|e| Error::io("write the output image", path, e.into_error()))?;
+    let io = |e| Error::io("write the output image", path, e);
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.write_all(&sb.to_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    img.sb = sb;
+    Ok(Written {
+        bytes: img.sb.bytes_used,
+        digests,
+    })
+}
+
+fn copy_raw(
+    img: &Image,
+    out: &mut Out,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), Error> {
+    let mut pos = img.data_start;
+    let end = img.sb.inode_table;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    while pos < end {
+        let n = ((end - pos) as usize).min(COPY_CHUNK);
+        img.src.read_into(&mut buf[..n], pos)?;
+        out.put(&buf[..n])?;
+        pos += n as u64;
+        progress(pos - img.data_start, total);
+    }
+    Ok(())
+}
+
+/// One stored block: (position, size field).
+type Extent = (u64, u32);
+
+fn extent_len(field: u32) -> u64 {
+    u64::from(field & !DATA_UNCOMPRESSED)
+}
+
+/// Decompresses every data block and fragment of the source and compresses it with the output
+/// codec, in parallel batches, writing them in their original order. Rewrites the file inodes
+/// to point at the new blocks and returns the new fragment table.
+fn transcode(
+    img: &mut Image,
+    plan: &Plan,
+    out: &mut Out,
+    new_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<Fragment>, Error> {
+    let mut extents: Vec<Extent> = Vec::new();
+    for node in img
+        .nodes
+        .iter()
+        .filter(|n| !n.dropped && n.content == Content::Original)
+    {
+        if let Body::File {
+            blocks_start,
+            blocks,
+            ..
+        } = &node.inode.body
+        {
+            let mut pos = *blocks_start;
+            for &b in blocks {
+                if extent_len(b) != 0 {
+                    extents.push((pos, b));
+                    pos += extent_len(b);
+                }
+            }
+        }
+    }
+    extents.extend(
+        img.fragments
+            .iter()
+            .filter(|f| extent_len(f.size) != 0)
+            .map(|f| (f.start, f.size)),
+    );
+    extents.sort_unstable();
+    extents.dedup();
+    for w in extents.windows(2) {
+        if w[1].0 < w[0].0 + extent_len(w[0].1) {
+            return Err(img.src.corrupt("data", w[1].0, "two data blocks overlap"));
+        }
+    }
+    let total: u64 = extents.iter().map(|e| extent_len(e.1)).sum::<u64>() + new_bytes;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.jobs)
+        .build()
+        .map_err(|e| {
+            Error::io(
+                "start worker threads for",
+                &out.path,
+                std::io::Error::new(std::io::ErrorKind::Other, e),
+            )
+        })?;
+    let block_size = img.sb.block_size as usize;
+    let compress = plan.flags & flags::UNCOMPRESSED_DATA == 0;
+    // Enough blocks in flight to keep every worker busy, few enough to bound memory.
+    let batch = (plan.jobs * 16).clamp(16, (64 << 20) / block_size);
+    let mut moved: HashMap<u64, Extent> = HashMap::with_capacity(extents.len());
+    let mut done = 0u64;
+    for group in extents.chunks(batch) {
+        let mut raws = Vec::with_capacity(group.len());
+        for &(pos, field) in group {
+            raws.push(img.src.read_at("data", pos, extent_len(field) as usize)?);
+        }
+        let codec = &img.codec;
+        let out_codec = &plan.codec;
+        let packed: Vec<Result<(Vec<u8>, u32), String>> = pool.install(|| {
+            group
+                .par_iter()
+                .zip(raws.par_iter())
+                .map(|(&(_, field), raw)| {
+                    let plain = if field & DATA_UNCOMPRESSED != 0 {
+                        raw.clone()
+                    } else {
+                        codec.decompress(raw, block_size)?
+                    };
+                    Ok(pack(out_codec, compress, plain))
+                })
+                .collect()
+        });
+        for (&(pos, field), result) in group.iter().zip(packed) {
+            let (bytes, new_field) = result.map_err(|why| img.src.corrupt("data", pos, why))?;
+            moved.insert(pos, (out.pos, new_field));
+            out.put(&bytes)?;
+            done += extent_len(field);
+        }
+        progress(done, total);
+    }
+
+    for node in img
+        .nodes
+        .iter_mut()
+        .filter(|n| !n.dropped && n.content == Content::Original)
+    {
+        if let Body::File {
+            blocks_start,
+            blocks,
+            ..
+        } = &mut node.inode.body
+        {
+            let mut pos = *blocks_start;
+            let mut first = None;
+            for b in blocks.iter_mut() {
+                if extent_len(*b) == 0 {
+                    continue;
+                }
+                let (new_pos, new_field) = moved[&pos];
+                first.get_or_insert(new_pos);
+                pos += extent_len(*b);
+                *b = new_field;
+            }
+            *blocks_start = first.unwrap_or(SUPERBLOCK_SIZE as u64);
+        }
+    }
+    Ok(img
+        .fragments
+        .iter()
+        .map(|f| match moved.get(&f.start) {
+            Some(&(start, size)) if extent_len(f.size) != 0 => Fragment { start, size },
+            _ => *f,
+        })
+        .collect())
+}
+
+/// Compresses one block if that makes it smaller; returns the bytes and their size field.
+fn pack(codec: &Codec, compress: bool, plain: Vec<u8>) -> (Vec<u8>, u32) {
+    match if compress {
+        codec.compress(&plain)
+    } else {
+        None
+    } {
+        Some(c) => {
+            let len = c.len() as u32;
+            (c, len)
+        }
+        None => {
+            let len = plain.len() as u32 | DATA_UNCOMPRESSED;
+            (plain, len)
+        }
+    }
+}
+
+/// Writes a file from outside the source as whole blocks (no fragment), as mksquashfs does
+/// with -no-fragments, and returns its inode body and the digest of its bytes.
+fn write_content(
+    img: &Image,
+    id: NodeId,
+    plan: &Plan,
+    compress: bool,
+    out: &mut Out,
+) -> Result<(Body, [u8; 32]), Error> {
+    let mut reader: Box<dyn Read> = match &img.nodes[id].content {
+        Content::Host(p) => {
+            Box::new(File::open(p).map_err(|e| Error::io("read the file to inject", p.clone(), e))?)
+        }
+        Content::Bytes(b) => Box::new(std::io::Cursor::new(b.clone())),
+        Content::Original => unreachable!("only new content is written here"),
+    };
+    let source_name = match &img.nodes[id].content {
+        Content::Host(p) => p.clone(),
+        _ => PathBuf::from("<built-in>"),
+    };
+    let block_size = img.sb.block_size as usize;
+    let mut hash = Sha256::new();
+    let mut blocks = Vec::new();
+    let start = out.pos;
+    let mut size = 0u64;
+    let mut buf = vec![0u8; block_size];
+    loop {
+        let mut filled = 0;
+        while filled < block_size {
+            let n = reader
+                .read(&mut buf[filled..])
+                .map_err(|e| Error::io("read the file to inject", source_name.clone(), e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        hash.update(&buf[..filled]);
+        size += filled as u64;
+        let (bytes, field) = pack(&plan.codec, compress, buf[..filled].to_vec());
+        out.put(&bytes)?;
+        blocks.push(field);
+        if filled < block_size {
+            break;
+        }
+    }
+    let body = Body::File {
+        blocks_start: if blocks.is_empty() { 0 } else { start },
+        file_size: size,
+        sparse: 0,
+        fragment: NO_FRAGMENT,
+        frag_offset: 0,
+        blocks,
+    };
+    Ok((body, hash.finalize().into()))
+}
+
+/// Encodes the inode and directory tables. Inodes go in the source's order, except that a
+/// directory is written only after all its children and its listing, because its inode points
+/// at the listing and the listing at the children's inodes (mksquashfs orders them the same
+/// way, so an unchanged image keeps its order). Returns both tables and each node's new
+/// inode reference.
+fn encode_tree(img: &mut Image, codec: &Codec, compress: bool) -> (Vec<u8>, Vec<u8>, Vec<u64>) {
+    let n = img.nodes.len();
+    let mut refs: Vec<Option<u64>> = vec![None; n];
+    let mut inodes = Writer::new(codec, compress);
+    let mut dirs = Writer::new(codec, compress);
+    let mut buf = Vec::new();
+    for first in 0..n {
+        if img.nodes[first].dropped {
+            continue;
+        }
+        let mut stack = vec![(first, false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if refs[id].is_some() {
+                continue;
+            }
+            if img.nodes[id].inode.kind == Kind::Dir && !expanded {
+                stack.push((id, true));
+                for (_, c) in img.nodes[id].children.iter().rev() {
+                    if refs[*c].is_none() {
+                        stack.push((*c, false));
+                    }
+                }
+                continue;
+            }
+            let mut index = Vec::new();
+            if img.nodes[id].inode.kind == Kind::Dir {
+                let entries: Vec<OutEntry<'_>> = img.nodes[id]
+                    .children
+                    .iter()
+                    .map(|(name, c)| {
+                        let r = refs[*c].unwrap_or(0);
+                        OutEntry {
+                            name,
+                            kind: img.nodes[*c].inode.kind,
+                            inode_block: (r >> 16) as u32,
+                            inode_offset: (r & 0xffff) as u16,
+                            number: img.nodes[*c].inode.number,
+                        }
+                    })
+                    .collect();
+                let (listing, pending) = encode_listing(&entries);
+                let first_block = dirs.block_number();
+                let (start_block, offset) = dirs.position();
+                dirs.write(&listing);
+                for p in pending {
+                    let block = first_block + (offset + p.index as usize) / METADATA_SIZE;
+                    index.push(IndexEntry {
+                        index: p.index,
+                        start: dirs.block_start(block) as u32,
+                        name: p.name,
+                    });
+                }
+                if let Body::Dir {
+                    start_block: sb,
+                    offset: off,
+                    file_size,
+                    ..
+                } = &mut img.nodes[id].inode.body
+                {
+                    *sb = start_block as u32;
+                    *off = offset as u16;
+                    *file_size = listing.len() as u32 + 3;
+                }
+            }
+            let (block, offset) = inodes.position();
+            refs[id] = Some(make_ref(block, offset));
+            buf.clear();
+            img.nodes[id].inode.write(&mut buf, &index);
+            inodes.write(&buf);
+        }
+    }
+    let refs = refs.into_iter().map(|r| r.unwrap_or(0)).collect();
+    (inodes.finish(), dirs.finish(), refs)
+}
+
+/// The superblock a fresh image starts from, for the built-in sample.
+pub fn blank_superblock(block_size: u32, codec: &Codec, mkfs_time: u32) -> SuperBlock {
+    SuperBlock {
+        inode_count: 0,
+        mkfs_time,
+        block_size,
+        fragment_count: 0,
+        compressor_id: codec.id(),
+        block_log: block_size.trailing_zeros() as u16,
+        flags: flags::NO_FRAGMENTS | flags::EXPORTABLE,
+        id_count: 0,
+        root_inode: 0,
+        bytes_used: 0,
+        id_table: 0,
+        xattr_table: NOT_SET,
+        inode_table: SUPERBLOCK_SIZE as u64,
+        directory_table: SUPERBLOCK_SIZE as u64,
+        fragment_table: NOT_SET,
+        export_table: 0,
+    }
+}
