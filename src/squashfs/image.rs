@@ -158,6 +158,15 @@ impl Image {
         let dir_end = directory_table_end(&src, &sb)?;
         let inode_stream = src.read_stream(&codec, INODES, sb.inode_table, sb.directory_table)?;
         let dir_stream = src.read_stream(&codec, DIRS, sb.directory_table, dir_end)?;
+        // The smallest inode (a fifo) takes 20 bytes: a larger count is a lie, and believing it
+        // would size allocations below by it.
+        if sb.inode_count as usize > inode_stream.data.len() / 20 {
+            return Err(src.corrupt(
+                "superblock",
+                0,
+                format!("{} inodes cannot fit in the inode table", sb.inode_count),
+            ));
+        }
 
         // Walk the tree from the root, keyed by each inode's position in the inode stream.
         let (root_block, root_offset) = split_ref(sb.root_inode);
@@ -432,7 +441,7 @@ fn check_inode(
                     "a data block claims {size} bytes, more than the block size"
                 ));
             }
-            end += size;
+            end = end.saturating_add(size);
         }
         let has_data = blocks.iter().any(|b| b & !DATA_UNCOMPRESSED != 0);
         if has_data && (*blocks_start < data_start || end > sb.inode_table) {
@@ -445,7 +454,7 @@ fn check_inode(
                 let size = u64::from(f.size & !DATA_UNCOMPRESSED);
                 size <= u64::from(sb.block_size)
                     && f.start >= data_start
-                    && f.start + size <= sb.inode_table
+                    && f.start.saturating_add(size) <= sb.inode_table
                     && u64::from(*frag_offset) + tail <= u64::from(sb.block_size)
             });
             if tail == 0 || !fits {

@@ -312,6 +312,17 @@ pub(crate) fn write_atomically<T>(
         .suffix(".partial")
         .tempfile_in(&dir)
         .map_err(|e| Error::io("create a temporary file in", dir.clone(), e))?;
+    let mut perms = tmp
+        .as_file()
+        .metadata()
+        .map_err(|e| Error::io("create a temporary file in", dir.clone(), e))?
+        .permissions();
+    // Build outputs are world-readable, as `install -m 0644` would leave them; tempfile's
+    // private 0600 is for secrets.
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    tmp.as_file()
+        .set_permissions(perms)
+        .map_err(|e| Error::io("create a temporary file in", dir.clone(), e))?;
     let file = tmp
         .as_file()
         .try_clone()

@@ -260,7 +260,7 @@ fn transcode(
     extents.sort_unstable();
     extents.dedup();
     for w in extents.windows(2) {
-        if w[1].0 < w[0].0 + extent_len(w[0].1) {
+        if w[1].0 < w[0].0.saturating_add(extent_len(w[0].1)) {
             return Err(img.src.corrupt("data", w[1].0, "two data blocks overlap"));
         }
     }
