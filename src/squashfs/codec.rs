@@ -242,3 +242,54 @@ fn xz_decompress(input: &[u8], max_out: usize) -> Result<Vec<u8>, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_codec_round_trips_and_bounds_its_output() {
+        let block: Vec<u8> = (0..131_072u32).map(|i| (i % 251) as u8).collect();
+        for id in [GZIP, XZ, LZ4, ZSTD] {
+            let codec = Codec::from_image(id, None, 131_072).unwrap();
+            let packed = codec.compress(&block).expect("compressible data shrinks");
+            assert_eq!(
+                codec.decompress(&packed, block.len()).unwrap(),
+                block,
+                "{}",
+                codec.name()
+            );
+            // A block that expands past the allowed size is an error, not a large allocation.
+            assert!(
+                codec.decompress(&packed, 1000).is_err(),
+                "{} ignored the bound",
+                codec.name()
+            );
+            assert!(codec
+                .decompress(&packed[..packed.len() / 2], block.len())
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_raw() {
+        let mut x = 0x1234_5678u32;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert!(Codec::xz_default(131_072).compress(&noise).is_none());
+    }
+
+    #[test]
+    fn lzo_and_lzma_are_refused_with_advice() {
+        for id in [LZO, LZMA] {
+            let why = Codec::from_image(id, None, 131_072).unwrap_err();
+            assert!(why.contains("rebuild it with"), "{why}");
+        }
+    }
+}

@@ -163,3 +163,66 @@ pub fn encode_listing(entries: &[OutEntry<'_>]) -> (Vec<u8>, Vec<PendingIndex>) 
     }
     (out, index)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("entry-with-a-long-name-{i:06}").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn listing_round_trips_with_runs_and_index() {
+        let names = names(2000);
+        let entries: Vec<OutEntry<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| OutEntry {
+                name: n,
+                kind: Kind::File,
+                // A new inode block every 100 entries forces new headers.
+                inode_block: (i / 100) as u32 * 8000,
+                inode_offset: (i % 100) as u16 * 32,
+                number: i as u32 + 1,
+            })
+            .collect();
+        let (bytes, index) = encode_listing(&entries);
+        // ~64 KiB of listing: an index entry every 8 KiB, each at a header naming its first entry.
+        assert_eq!(index.len(), bytes.len() / METADATA_SIZE);
+        for ix in &index {
+            let at = ix.index as usize;
+            let first_name_len = le::u16(&bytes, at + HEADER_SIZE + 6) as usize + 1;
+            let name = &bytes[at + HEADER_SIZE + ENTRY_SIZE..][..first_name_len];
+            assert_eq!(name, ix.name.as_slice());
+        }
+        let back = parse_listing(&bytes, 0, bytes.len()).unwrap();
+        assert_eq!(back.len(), entries.len());
+        for (b, e) in back.iter().zip(&entries) {
+            assert_eq!(
+                (b.name.as_slice(), b.number, b.inode_block, b.inode_offset),
+                (e.name, e.number, e.inode_block, e.inode_offset)
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [&b".."[..], b".", b"a/b", b"nul\0"] {
+            let e = [OutEntry {
+                name: bad,
+                kind: Kind::File,
+                inode_block: 0,
+                inode_offset: 0,
+                number: 1,
+            }];
+            let (bytes, _) = encode_listing(&e);
+            assert!(
+                parse_listing(&bytes, 0, bytes.len()).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}

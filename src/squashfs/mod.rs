@@ -426,3 +426,96 @@ pub fn stat(image: &Path, path: &str) -> Result<FileInfo, Error> {
         sha256,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// mksquashfs, or `None` on a laptop without it (CI=true makes its absence a failure).
+    fn mksquashfs() -> Option<&'static str> {
+        let found = Command::new("mksquashfs").arg("-version").output().is_ok();
+        if !found && std::env::var("CI").as_deref() == Ok("true") {
+            panic!("mksquashfs is required under CI=true (apt-get install squashfs-tools)");
+        }
+        found.then_some("mksquashfs")
+    }
+
+    fn tables(path: &Path) -> (Vec<u8>, Vec<u8>) {
+        let img = Image::open(path).expect("image reads");
+        let src = metadata::Source::open(path).expect("opens");
+        let end = img
+            .sb
+            .fragment_table
+            .min(img.sb.export_table)
+            .min(img.sb.id_table);
+        let inodes = src
+            .read_stream(
+                &img.codec,
+                "inode table",
+                img.sb.inode_table,
+                img.sb.directory_table,
+            )
+            .unwrap();
+        let dirs = src
+            .read_stream(&img.codec, "directory table", img.sb.directory_table, end)
+            .unwrap();
+        (inodes.data, dirs.data)
+    }
+
+    /// Guards the claim that untouched inodes and directories are re-encoded to the same bytes
+    /// mksquashfs wrote (order, headers, indexes), for a tree with a directory large enough to
+    /// carry an index. The metadata is stored uncompressed (-noI) so that block positions do not
+    /// depend on which deflate implementation compressed them.
+    #[test]
+    fn unchanged_image_keeps_its_metadata_bytes() {
+        let Some(mk) = mksquashfs() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("big/sub")).unwrap();
+        for i in 0..1500 {
+            std::fs::write(
+                tree.join(format!("big/a-long-file-name-to-fill-blocks-{i:05}")),
+                i.to_string(),
+            )
+            .unwrap();
+        }
+        std::fs::write(tree.join("big/sub/x"), vec![7u8; 300_000]).unwrap();
+        std::os::unix::fs::symlink("big", tree.join("link")).unwrap();
+        let input = dir.path().join("in.sq");
+        let status = Command::new(mk)
+            .args([tree.as_os_str(), input.as_os_str()])
+            .args([
+                "-noappend",
+                "-quiet",
+                "-comp",
+                "gzip",
+                "-noI",
+                "-mkfs-time",
+                "1000",
+                "-all-time",
+                "1000",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = dir.path().join("out.sq");
+        let opts = InjectOptions {
+            compression: Compression::Keep,
+            ..Default::default()
+        };
+        inject(&input, &output, &[], &opts, &mut |_, _| {}).unwrap();
+        let (a, b) = (tables(&input), tables(&output));
+        let first = a.0.iter().zip(&b.0).position(|(x, y)| x != y);
+        assert!(
+            a.0 == b.0,
+            "inode tables differ: lengths {} {}, first difference at {:?}: {:?} vs {:?}",
+            a.0.len(),
+            b.0.len(),
+            first,
+            first.map(|f| &a.0[f.saturating_sub(8)..f + 24]),
+            first.map(|f| &b.0[f.saturating_sub(8)..f + 24])
+        );
+        assert!(a.1 == b.1, "directory tables differ");
+    }
+}
