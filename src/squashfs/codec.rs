@@ -71,11 +71,11 @@ impl Codec {
                     .unwrap_or(block_size),
             },
             LZ4 => {
-                if opt_u32(0).map_or(false, |v| v != 1) {
+                if opt_u32(0).is_some_and(|v| v != 1) {
                     return Err("an lz4 format version other than 1 (legacy lz4)".into());
                 }
                 Kind::Lz4 {
-                    high_compression: opt_u32(4).map_or(false, |f| f & LZ4_HC_FLAG != 0),
+                    high_compression: opt_u32(4).is_some_and(|f| f & LZ4_HC_FLAG != 0),
                 }
             }
             ZSTD => Kind::Zstd {

@@ -66,6 +66,9 @@ pub struct Image {
 }
 
 const INODES: &str = "inode table";
+
+/// An inode met during the tree walk, with its children as (name, inode stream position).
+type Found = (Inode, Vec<(Vec<u8>, usize)>);
 const DIRS: &str = "directory table";
 
 impl Image {
@@ -183,7 +186,7 @@ impl Image {
         if root_inode.kind != Kind::Dir {
             return Err(src.corrupt(INODES, root_pos as u64, "the root inode is not a directory"));
         }
-        let mut found: BTreeMap<usize, (Inode, Vec<(Vec<u8>, usize)>)> = BTreeMap::new();
+        let mut found: BTreeMap<usize, Found> = BTreeMap::new();
         found.insert(root_pos, (root_inode, Vec::new()));
         let mut queue = vec![root_pos];
         while let Some(dir_pos) = queue.pop() {
@@ -450,7 +453,7 @@ fn check_inode(
         if *fragment != NO_FRAGMENT {
             let tail = file_size % u64::from(sb.block_size);
             let f = fragments.get(*fragment as usize);
-            let fits = f.map_or(false, |f| {
+            let fits = f.is_some_and(|f| {
                 let size = u64::from(f.size & !DATA_UNCOMPRESSED);
                 size <= u64::from(sb.block_size)
                     && f.start >= data_start

@@ -38,7 +38,7 @@ impl Source {
             return Err(Error::io(
                 "read the image",
                 path,
-                std::io::Error::new(std::io::ErrorKind::Other, "it is a directory"),
+                std::io::Error::other("it is a directory"),
             ));
         }
         Ok(Source {

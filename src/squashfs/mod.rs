@@ -171,7 +171,7 @@ fn check_injections(input: &Path, injections: &[Injection]) -> Result<(), Error>
             return Err(Error::io(
                 "read the file to inject",
                 inj.source.clone(),
-                std::io::Error::new(std::io::ErrorKind::Other, "it is not a regular file"),
+                std::io::Error::other("it is not a regular file"),
             ));
         }
     }
@@ -304,7 +304,7 @@ pub(crate) fn write_atomically<T>(
         return Err(Error::io(
             "write the output image",
             output,
-            std::io::Error::new(std::io::ErrorKind::Other, "it is a directory"),
+            std::io::Error::other("it is a directory"),
         ));
     }
     let tmp = tempfile::Builder::new()

@@ -272,7 +272,7 @@ fn transcode(
             Error::io(
                 "start worker threads for",
                 &out.path,
-                std::io::Error::new(std::io::ErrorKind::Other, e),
+                std::io::Error::other(e),
             )
         })?;
     let block_size = img.sb.block_size as usize;
