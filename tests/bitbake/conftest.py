@@ -165,6 +165,19 @@ class Recorder:
     def of(self, name):
         return [e for e in self.events if type(e).__name__ == name]
 
+    def progress_of(self, task):
+        """TaskProgress events carry no task name: take those fired while `task` was running."""
+        current, found = None, []
+        for e in self.events:
+            kind = type(e).__name__
+            if kind == "TaskStarted":
+                current = e.taskname
+            elif kind in ("TaskSucceeded", "TaskFailed", "TaskFailedSilent"):
+                current = None
+            elif kind == "TaskProgress" and current == task:
+                found.append(e)
+        return found
+
 
 class _ListHandler(logging.Handler):
     def __init__(self, records):

@@ -1,0 +1,312 @@
+"""meta-vxn parsed by the real BitBake: series, priority, task graph, mcdepends, knobs, sources.
+
+These need no vxn-blobs binary. What they guard: the seed's task graph (nostamp,
+SSTATE_SKIP_CREATION, noexec, deploy ordering) surviving the move to a class; mcdepends in the
+exact `mc:<from>:<to>:<pn>:<task>` form and only for an enabled multiconfig; the vxn-blobs
+recipe's sources unpacking to ${S} on every supported series.
+"""
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+
+import pytest
+
+from conftest import (LAYER, META_VIRT_PRIORITY, TOP, VXN_RECIPE, Build, make_meta_virt,
+                      recipe_path)
+
+SUPPORTED = ["scarthgap", "styhead", "walnascar", "whinlatter", "wrynose", "blacksail"]
+TOOL_RECIPE = recipe_path("recipes-devtools", "vxn-blobs", "vxn-blobs_0.1.0.bb")
+CLASS = os.path.join(LAYER, "classes", "vxn-initramfs-create.bbclass")
+
+# The seed's deploy-only recipe disables these tasks (vxn-initramfs-create.inc).
+SEED_NOEXEC = ["do_install", "do_package", "do_packagedata", "do_package_write_rpm",
+               "do_package_write_ipk", "do_package_write_deb", "do_populate_sysroot"]
+
+
+def parse_vxn(bblib, tmp_path, series="wrynose", local=None, multiconfigs=(), with_meta_virt=True):
+    layers = [make_meta_virt(tmp_path)] if with_meta_virt else []
+    build = Build(bblib, tmp_path / "build", series=series, local=local, layers=layers,
+                  multiconfigs=multiconfigs)
+    return build.parse(VXN_RECIPE)
+
+
+def test_layerseries_compat_is_the_series_whose_rust_builds_the_tool(bblib, tmp_path):
+    with open(os.path.join(TOP, "Cargo.toml"), "rb") as f:
+        assert tomllib.load(f)["package"]["rust-version"] == "1.75", \
+            "rust-version changed: revisit LAYERSERIES_COMPAT_vxn (scarthgap ships rust 1.75)"
+    builder = Build(bblib, tmp_path / "build", layers=[make_meta_virt(tmp_path)]).parse_config()
+    assert builder.data.getVar("LAYERSERIES_COMPAT_vxn").split() == sorted(SUPPORTED)
+    assert builder.data.getVar("LAYERDEPENDS_vxn").split() == ["core"]
+
+
+@pytest.mark.parametrize("series", SUPPORTED)
+def test_layer_parses_and_tool_sources_unpack_to_S(bblib, tmp_path, series):
+    """file:// entries through FILESEXTRAPATHS land in ${S} with and without UNPACKDIR."""
+    build = Build(bblib, tmp_path / "build", series=series, layers=[make_meta_virt(tmp_path)])
+    stores = build.parse(TOOL_RECIPE)
+    assert set(stores) == {"", "native"}
+    d = stores["native"]
+    assert d.getVar("PN") == "vxn-blobs-native"
+    if series == "scarthgap":
+        unpack_root = d.getVar("WORKDIR")
+        assert d.getVar("UNPACKDIR") == unpack_root  # our ??= fallback
+    else:
+        unpack_root = d.getVar("UNPACKDIR")
+        assert unpack_root != d.getVar("WORKDIR")
+    local = [u for u in d.getVar("SRC_URI").split() if u.startswith("file://")]
+    fetcher = bblib.fetch2.Fetch(local, d)
+    fetcher.download()
+    fetcher.unpack(unpack_root)
+    s = d.getVar("S")
+    for rel in ("Cargo.toml", "Cargo.lock", "LICENSE", "src/main.rs", "src/lib.rs"):
+        assert os.path.isfile(os.path.join(s, rel)), "%s missing from S=%s" % (rel, s)
+    assert not os.path.exists(os.path.join(s, "target")), "build leftovers copied into S"
+    assert os.path.isfile(d.expand("${CARGO_MANIFEST_PATH}"))
+
+    assert parse_vxn(bblib, tmp_path / "vxn", series=series)[""].getVar("PN") == "vxn-initramfs-create"
+
+
+def test_unsupported_series_is_refused(bblib, tmp_path):
+    build = Build(bblib, tmp_path / "build", series="nanbield")
+    with pytest.raises(bblib.BBHandledException):
+        build.parse_config()
+
+
+def test_priority_beats_meta_virtualization(bblib, tmp_path):
+    builder = Build(bblib, tmp_path / "build", layers=[make_meta_virt(tmp_path)]).parse_config()
+    d = builder.data
+    assert int(d.getVar("BBFILE_PRIORITY_virtualization-layer")) == META_VIRT_PRIORITY
+    assert int(d.getVar("BBFILE_PRIORITY_vxn")) > META_VIRT_PRIORITY
+
+
+def test_tool_recipe_sources_license_and_crates(bblib, tmp_path):
+    stores = Build(bblib, tmp_path / "build").parse(TOOL_RECIPE)
+    d = stores["native"]
+    with open(os.path.join(TOP, "Cargo.toml"), "rb") as f:
+        cargo = tomllib.load(f)["package"]
+    assert d.getVar("PV") == cargo["version"], "rename vxn-blobs_<ver>.bb to Cargo.toml's version"
+
+    with open(os.path.join(TOP, "LICENSE"), "rb") as f:
+        md5 = hashlib.md5(f.read()).hexdigest()
+    assert d.getVar("LIC_FILES_CHKSUM") == "file://LICENSE;md5=%s" % md5
+    assert d.getVar("LICENSE") == cargo["license"]
+
+    with open(os.path.join(TOP, "Cargo.lock"), "rb") as f:
+        lock = tomllib.load(f)
+    # scarthgap's cargo (1.75) cannot read lock file version 4.
+    assert lock.get("version", 1) <= 3
+    crates = {(p["name"], p["version"]): p["checksum"] for p in lock["package"] if "source" in p}
+    uris = [u for u in d.getVar("SRC_URI").split() if u.startswith("crate://")]
+    assert sorted(uris) == sorted("crate://crates.io/%s/%s" % k for k in crates)
+    for (name, version), checksum in crates.items():
+        assert d.getVarFlag("SRC_URI", "%s-%s.sha256sum" % (name, version)) == checksum
+
+    inherits = d.getVar("__inherit_cache") or []
+    assert any(c.endswith("/cargo.bbclass") for c in inherits)
+    assert any(c.endswith("/cargo-update-recipe-crates.bbclass") for c in inherits)
+    assert not any("externalsrc" in c for c in inherits), "externalsrc blocks devtool modify"
+    assert "vxn-blobs-native" not in (d.getVar("DEPENDS") or "")
+
+
+MC_BY_ARCH = {"x86_64": "vruntime-x86-64", "i686": "vruntime-x86-64",
+              "aarch64": "vruntime-aarch64", "arm": "vruntime-aarch64"}
+
+
+@pytest.mark.parametrize("arch", sorted(MC_BY_ARCH))
+@pytest.mark.parametrize("enabled", ["vruntime-x86-64", "vruntime-aarch64", ""])
+def test_mcdepends_exact_or_absent(bblib, tmp_path, arch, enabled):
+    multiconfigs = [enabled] if enabled else []
+    stores = parse_vxn(bblib, tmp_path, local={"TARGET_ARCH": arch, "BBMULTICONFIG": enabled},
+                       multiconfigs=multiconfigs)
+    mc = MC_BY_ARCH[arch]
+    # The recipe is parsed once for the default configuration and once per multiconfig; the
+    # "from" part must name the configuration the recipe is being built in.
+    for key, here in [("", "")] + [("mc:%s:" % m, m) for m in multiconfigs]:
+        d = stores[key]
+        assert d.getVar("VXN_MULTICONFIG") == mc
+        got = d.getVarFlag("do_compile", "mcdepends")
+        if mc == enabled:
+            assert got == (
+                "mc:{h}:{mc}:vdkr-tiny-initramfs-image:do_image_complete "
+                "mc:{h}:{mc}:vdkr-rootfs-image:do_image_complete "
+                "mc:{h}:{mc}:virtual/kernel:do_deploy").format(h=here, mc=mc)
+            for dep in got.split():
+                assert dep.count(":") == 4
+        else:
+            assert got is None
+        assert d.getVarFlag("do_deploy", "mcdepends") is None
+
+
+@pytest.mark.parametrize("arch,mc,blob,kernel", [
+    ("x86_64", "vruntime-x86-64", "x86_64", "bzImage"),
+    ("i686", "vruntime-x86-64", "x86_64", "bzImage"),
+    ("i586", "vruntime-x86-64", "x86_64", "bzImage"),
+    ("aarch64", "vruntime-aarch64", "aarch64", "Image"),
+    ("arm", "vruntime-aarch64", "aarch64", "zImage"),
+    ("riscv64", "vruntime-aarch64", "aarch64", "Image"),  # the seed's fallback
+])
+def test_arch_helpers_match_the_seed(bblib, tmp_path, arch, mc, blob, kernel):
+    d = parse_vxn(bblib, tmp_path, local={"TARGET_ARCH": arch})[""]
+    assert d.getVar("VXN_BLOB_ARCH") == blob
+    assert d.getVar("VXN_KERNEL_IMAGETYPE") == kernel
+    assert d.getVar("VXN_MULTICONFIG") == mc
+    assert d.getVar("VXN_MC_DEPLOY_DIR") == os.path.join(
+        d.getVar("TOPDIR"), "tmp-" + mc, "deploy", "images", "qemux86-64")
+
+
+def test_task_graph_and_flags_as_the_seed(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path)[""]
+    assert d.getVarFlag("do_compile", "nostamp") == "1"
+    assert d.getVarFlag("do_deploy", "nostamp") == "1"
+    assert d.getVar("SSTATE_SKIP_CREATION") == "1"
+    for task in SEED_NOEXEC:
+        assert d.getVarFlag(task, "noexec") == "1", task
+    assert d.getVar("PACKAGES") == ""
+    assert d.getVar("EXCLUDE_FROM_WORLD") == "1"
+    assert d.getVar("INHIBIT_DEFAULT_DEPS") == "1"
+    assert d.getVar("DEPENDS").split() == ["vxn-blobs-native"]
+    assert d.getVar("VXN_RUNTIME") == "vdkr"
+
+    assert "do_deploy" in d.getVar("__BBTASKS", False)
+    assert "do_compile" in d.getVarFlag("do_deploy", "deps")
+    assert "do_deploy" in d.getVarFlag("do_build", "deps")
+    # Progress handlers only work for shell tasks; the spec is written by a python prefunc.
+    for task in ("do_compile", "do_deploy"):
+        assert not d.getVarFlag(task, "python"), "%s must be a shell task" % task
+        assert "vxn_write_spec" in d.getVarFlag(task, "prefuncs").split()
+    assert d.getVarFlag("do_compile", "progress") == "percent"
+    assert d.getVarFlag("vxn_write_spec", "python") == "1"
+    assert "vxn-blobs compile" in d.getVar("do_compile", False)
+    assert "vxn-blobs deploy" in d.getVar("do_deploy", False)
+    assert d.getVarFlag("do_deploy", "cleandirs") == d.getVar("DEPLOYDIR")
+
+
+def test_force_build_knob_turns_nostamp_off(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path, local={"VXN_FORCE_BUILD": "0"})[""]
+    assert not d.getVarFlag("do_compile", "nostamp")
+    assert not d.getVarFlag("do_deploy", "nostamp")
+    assert d.getVar("SSTATE_SKIP_CREATION") == "1"
+
+
+def test_scripts_come_from_meta_virtualization_found_in_bblayers(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path)[""]
+    scripts = os.path.join(str(tmp_path), "meta-virtualization", "recipes-containers", "vcontainer", "files")
+    assert d.getVar("VXN_SCRIPTS_DIR") == scripts
+    assert d.getVar("FILESPATH").split(":")[0] == scripts
+    assert d.getVar("SRC_URI").split() == ["file://vxn-init.sh", "file://vcontainer-init-common.sh"]
+
+
+def test_without_meta_virtualization_the_recipe_is_skipped_with_a_hint(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path, with_meta_virt=False)[""]
+    reason = d.getVar("__SKIPPED")
+    assert reason and "recipes-containers/vcontainer/files" in reason and "VXN_SCRIPTS_DIR" in reason
+
+
+def test_scripts_dir_knob_points_elsewhere(bblib, tmp_path):
+    own = tmp_path / "my-scripts"
+    own.mkdir()
+    (own / "extra.sh").write_text("#!/bin/sh\n")
+    d = parse_vxn(bblib, tmp_path, with_meta_virt=False,
+                  local={"VXN_SCRIPTS_DIR": str(own), "VXN_INJECT": "extra.sh:/usr/bin/extra:0700"})[""]
+    assert not d.getVar("__SKIPPED")
+    assert d.getVar("SRC_URI").split() == ["file://extra.sh"]
+    fetcher = bblib.fetch2.Fetch(["file://extra.sh"], d)
+    assert fetcher.localpath("file://extra.sh") == str(own / "extra.sh")
+
+
+@pytest.mark.parametrize("entry,complaint", [
+    ("vxn-init.sh:/vxn-init.sh", "SRCNAME:DEST:MODE"),
+    ("vxn-init.sh:vxn-init.sh:0755", "DEST must be an absolute path"),
+    ("vxn-init.sh:/vxn-init.sh:755x", "MODE must be octal"),
+    ("../x.sh:/x.sh:0755", "SRCNAME must be a relative file name"),
+])
+def test_bad_inject_entry_fails_parsing_with_the_entry_named(bblib, tmp_path, caplog, entry, complaint):
+    with pytest.raises(Exception):
+        parse_vxn(bblib, tmp_path, local={"VXN_INJECT": entry})
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert entry in messages and complaint in messages
+
+
+def test_every_knob_has_a_default_and_a_doc(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path)[""]
+    with open(CLASS, encoding="utf-8") as f:
+        text = f.read()
+    knobs = re.findall(r"^(VXN_[A-Z_]+) \?= ", text, re.M)
+    assert len(knobs) >= 15
+    for knob in knobs:
+        assert d.getVarFlag(knob, "doc"), "%s has no [doc]" % knob
+    for task in ("do_compile", "do_deploy", "vxn_write_spec"):
+        assert d.getVarFlag(task, "doc"), task
+    documented = open(os.path.join(TOP, "docs", "integration.md"), encoding="utf-8").read()
+    for knob in knobs:
+        assert knob in documented, "%s is not in docs/integration.md" % knob
+
+
+def write_spec(bblib, d):
+    bblib.build.exec_func("vxn_write_spec", d)
+    with open(d.getVar("VXN_SPEC"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path, local={"VXN_JOBS": "3", "VXN_KERNEL_REQUIRED": "1"})[""]
+    spec = write_spec(bblib, d)
+    mcdir = d.getVar("VXN_MC_DEPLOY_DIR")
+    unpack = d.getVar("UNPACKDIR")
+    assert spec == {
+        "schema": 1,
+        "runtime": "vdkr",
+        "machine": "qemux86-64",
+        "multiconfig": "vruntime-x86-64",
+        "target_arch": "x86_64",
+        "blob_arch": "x86_64",
+        "initramfs": os.path.join(mcdir, "vdkr-tiny-initramfs-image-qemux86-64.cpio.gz"),
+        "rootfs": os.path.join(mcdir, "vdkr-rootfs-image-qemux86-64.rootfs.squashfs"),
+        "kernel": os.path.join(mcdir, "bzImage"),
+        "kernel_name": "bzImage",
+        "kernel_required": True,
+        "inject": [
+            {"source": os.path.join(unpack, "vxn-init.sh"), "dest": "/vxn-init.sh", "mode": "0755"},
+            {"source": os.path.join(unpack, "vcontainer-init-common.sh"),
+             "dest": "/vcontainer-init-common.sh", "mode": "0755"},
+        ],
+        "build_dir": d.getVar("B"),
+        "deploy_dir": d.getVar("DEPLOYDIR"),
+        "compression": "xz",
+        "jobs": 3,
+        "source_date_epoch": 1302044400,
+    }
+
+
+def test_spec_kernel_prefers_multiconfig_then_falls_back_to_deploy_dir_image(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path)[""]
+    mc_kernel = os.path.join(d.getVar("VXN_MC_DEPLOY_DIR"), "bzImage")
+    main_kernel = os.path.join(d.getVar("DEPLOY_DIR_IMAGE"), "bzImage")
+    assert write_spec(bblib, d)["kernel"] == mc_kernel  # neither: where it was expected
+    os.makedirs(os.path.dirname(main_kernel))
+    open(main_kernel, "wb").close()
+    assert write_spec(bblib, d)["kernel"] == main_kernel
+    os.makedirs(os.path.dirname(mc_kernel))
+    open(mc_kernel, "wb").close()
+    assert write_spec(bblib, d)["kernel"] == mc_kernel
+    assert write_spec(bblib, d)["kernel_required"] is False
+
+
+def test_static_checks_of_yocto_check_layer():
+    with open(os.path.join(LAYER, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert re.search(r"maintainer", readme, re.I)
+    assert re.search(r"patch", readme, re.I)
+    assert re.search(r"[\w.+-]+@[\w-]+\.[\w.-]+", readme)
+    assert os.path.isfile(os.path.join(LAYER, "SECURITY.md"))
+    with open(os.path.join(LAYER, "conf", "layer.conf"), encoding="utf-8") as f:
+        conf = f.read()
+    assert re.search(r"^LAYERSERIES_COMPAT_vxn = ", conf, re.M)
+    for path, _, files in os.walk(LAYER):
+        for name in files:
+            if name.endswith((".bb", ".bbclass", ".inc", ".conf", ".bbappend")):
+                with open(os.path.join(path, name), encoding="utf-8") as f:
+                    assert "[network]" not in f.read(), name
