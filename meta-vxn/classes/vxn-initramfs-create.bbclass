@@ -227,8 +227,18 @@ python vxn_write_spec() {
     bb.note("vxn-blobs spec: %s (kernel: %s)" % (path, spec["kernel"]))
 }
 
+# The seed warned on the console when the kernel was missing; keep that (the tool's own warning
+# only reaches the task log). With VXN_KERNEL_REQUIRED the tool fails the task instead.
+vxn_warn_missing_kernel[doc] = "Warns on the console when no VXN_KERNEL_DIRS entry holds the kernel."
+python vxn_warn_missing_kernel() {
+    kernel = vxn_kernel_path(d)
+    if not os.path.exists(kernel) and not bb.utils.to_boolean(d.getVar('VXN_KERNEL_REQUIRED')):
+        bb.warn("Kernel not found at %s (nor elsewhere in VXN_KERNEL_DIRS): the blobs will have no "
+                "kernel. Set VXN_KERNEL_REQUIRED = \"1\" to make this an error." % kernel)
+}
+
 do_compile[doc] = "Assembles initramfs.cpio.gz, rootfs.img (VXN_INJECT written into VXN_ROOTFS) and the kernel in ${B} with vxn-blobs compile."
-do_compile[prefuncs] += "vxn_write_spec"
+do_compile[prefuncs] += "vxn_write_spec vxn_warn_missing_kernel"
 do_compile[progress] = "percent"
 do_compile() {
     vxn-blobs compile --spec "${VXN_SPEC}" --progress ||

@@ -238,7 +238,7 @@ def test_every_knob_has_a_default_and_a_doc(bblib, tmp_path):
     assert len(knobs) >= 15
     for knob in knobs:
         assert d.getVarFlag(knob, "doc"), "%s has no [doc]" % knob
-    for task in ("do_compile", "do_deploy", "vxn_write_spec"):
+    for task in ("do_compile", "do_deploy", "vxn_write_spec", "vxn_warn_missing_kernel"):
         assert d.getVarFlag(task, "doc"), task
     documented = open(os.path.join(TOP, "docs", "integration.md"), encoding="utf-8").read()
     for knob in knobs:

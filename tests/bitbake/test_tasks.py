@@ -195,6 +195,7 @@ def test_missing_rootfs_fails_compile_with_the_tools_hint(bblib, tmp_path, recor
 def test_kernel_falls_back_to_deploy_dir_image(bblib, tmp_path, recorder):
     sc = Scenario(bblib, tmp_path, kernel="main")
     assert sc.run("do_fetch", "do_unpack", "do_compile", "do_deploy") == 0, sc.log("do_compile")
+    assert not [r for r in recorder.records if "Kernel not found" in r.getMessage()]
     with open(os.path.join(sc.deployed, "bzImage"), "rb") as f:
         assert f.read() == sc.kernel
 
@@ -204,6 +205,9 @@ def test_missing_kernel_warns_by_default(bblib, tmp_path, recorder):
     assert sc.run("do_fetch", "do_unpack", "do_compile", "do_deploy") == 0, sc.log("do_compile")
     assert "bzImage" not in os.listdir(sc.deployed)
     assert "rootfs.img" in os.listdir(sc.deployed)
+    # As the seed's bbwarn: visible on the console, not only in the task log.
+    warnings = [r.getMessage() for r in recorder.records if r.levelname == "WARNING"]
+    assert any("Kernel not found at" in w and "VXN_KERNEL_REQUIRED" in w for w in warnings), warnings
 
 
 def test_missing_kernel_is_fatal_with_vxn_kernel_required(bblib, tmp_path, recorder):
