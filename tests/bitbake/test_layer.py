@@ -14,10 +14,8 @@ import tomllib
 
 import pytest
 
-from conftest import (LAYER, META_VIRT_PRIORITY, TOP, VXN_RECIPE, Build, make_meta_virt,
-                      recipe_path)
-
-SUPPORTED = ["scarthgap", "styhead", "walnascar", "whinlatter", "wrynose", "blacksail"]
+from bbharness import (LAYER, META_VIRT_PRIORITY, SUPPORTED, TOP, VXN_RECIPE, Build, make_meta_virt,
+                       recipe_path)
 TOOL_RECIPE = recipe_path("recipes-devtools", "vxn-blobs", "vxn-blobs_0.1.0.bb")
 CLASS = os.path.join(LAYER, "classes", "vxn-initramfs-create.bbclass")
 
@@ -76,10 +74,22 @@ def test_unsupported_series_is_refused(bblib, tmp_path):
 
 
 def test_priority_beats_meta_virtualization(bblib, tmp_path):
-    builder = Build(bblib, tmp_path / "build", layers=[make_meta_virt(tmp_path)]).parse_config()
+    """Our vxn-initramfs-create must outrank meta-virtualization's recipe of the same name."""
+    import re as regex
+    meta_virt = make_meta_virt(tmp_path)
+    theirs = os.path.join(meta_virt, "recipes-containers", "vcontainer", "vxn-initramfs-create_1.0.bb")
+    builder = Build(bblib, tmp_path / "build", layers=[meta_virt]).parse_config()
     d = builder.data
-    assert int(d.getVar("BBFILE_PRIORITY_virtualization-layer")) == META_VIRT_PRIORITY
-    assert int(d.getVar("BBFILE_PRIORITY_vxn")) > META_VIRT_PRIORITY
+    priorities = []
+    for c in d.getVar("BBFILE_COLLECTIONS").split():
+        pattern = d.getVar("BBFILE_PATTERN_" + c)
+        priorities.append((c, pattern, regex.compile(pattern), int(d.getVar("BBFILE_PRIORITY_" + c))))
+    collect = bblib.cooker.CookerCollectFiles(priorities)
+    ours_pri, _, ours_layer = collect.calc_bbfile_priority(VXN_RECIPE)
+    theirs_pri, _, theirs_layer = collect.calc_bbfile_priority(theirs)
+    assert (ours_layer, theirs_layer) == ("vxn", "virtualization-layer")
+    assert theirs_pri == META_VIRT_PRIORITY
+    assert ours_pri > theirs_pri
 
 
 def test_tool_recipe_sources_license_and_crates(bblib, tmp_path):

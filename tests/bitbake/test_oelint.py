@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from conftest import LAYER, missing
-from test_layer import SUPPORTED
+from bbharness import LAYER, SUPPORTED, missing
 
 LINTED = (".bb", ".bbappend", ".bbclass", ".inc", ".conf")
 

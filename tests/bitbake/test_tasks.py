@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import VXN_RECIPE, Build, find_tool, make_meta_virt, missing, run_task
+from bbharness import VXN_RECIPE, Build, find_tool, make_meta_virt, missing, run_task
 
 ARCHES = {
     # TARGET_ARCH: (multiconfig, blob arch, kernel name)
@@ -66,12 +66,12 @@ def make_rootfs(path, workdir):
 class Scenario:
     """A parsed vxn-initramfs-create with its multiconfig inputs on disk and the tool staged."""
 
-    def __init__(self, bb, tmp_path, arch="x86_64", local=None, rootfs=True, kernel="mc"):
+    def __init__(self, bb, tmp_path, arch="x86_64", local=None, rootfs=True, kernel="mc", series="wrynose"):
         self.bb = bb
         self.mc, self.blob_arch, self.kernel_name = ARCHES[arch]
         settings = {"TARGET_ARCH": arch}
         settings.update(local or {})
-        build = Build(bb, tmp_path / "build", local=settings, layers=[make_meta_virt(tmp_path)])
+        build = Build(bb, tmp_path / "build", series=series, local=settings, layers=[make_meta_virt(tmp_path)])
         self.d = build.parse(VXN_RECIPE)[""]
         self.fn = VXN_RECIPE
         d = self.d
@@ -168,6 +168,17 @@ def test_compile_and_deploy_produce_the_deploy_tree(bblib, tmp_path, recorder, a
     assert all(0 <= e.progress <= 100 for e in progress)
     assert max(e.progress for e in progress) == 100
     assert recorder.of("TaskSucceeded")
+
+
+@pytest.mark.parametrize("series,unpacked_into", [
+    ("scarthgap", ""), ("styhead", "sources-unpack"), ("whinlatter", "sources")])
+def test_scripts_reach_rootfs_with_each_series_unpack_layout(bblib, tmp_path, recorder, series, unpacked_into):
+    """scarthgap unpacks into WORKDIR (no UNPACKDIR), later series into UNPACKDIR."""
+    sc = Scenario(bblib, tmp_path, series=series)
+    assert sc.run("do_fetch", "do_unpack", "do_compile", "do_deploy") == 0, sc.log("do_compile")
+    where = os.path.join(sc.d.getVar("WORKDIR"), unpacked_into, "vxn-init.sh")
+    with open(where, "rb") as f:
+        assert squashfs_cat(os.path.join(sc.deployed, "rootfs.img"), "/vxn-init.sh") == f.read()
 
 
 def test_rerun_reuses_and_gives_identical_blobs(bblib, tmp_path, recorder):
