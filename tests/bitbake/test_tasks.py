@@ -110,6 +110,14 @@ class Scenario:
         return os.path.join(self.d.getVar("DEPLOYDIR"), "vxn", self.blob_arch)
 
 
+def squashfs_compressor(image):
+    """The superblock's compressor id (offset 20, little-endian u16): 1 gzip, 4 xz."""
+    with open(image, "rb") as f:
+        head = f.read(22)
+    assert head[:4] == b"hsqs", "%s is not a squashfs image" % image
+    return int.from_bytes(head[20:22], "little")
+
+
 def squashfs_listing(image):
     unsquashfs = shutil.which("unsquashfs")
     if not unsquashfs:
@@ -139,6 +147,7 @@ def test_compile_and_deploy_produce_the_deploy_tree(bblib, tmp_path, recorder, a
         assert f.read() == sc.kernel
 
     rootfs = os.path.join(out, "rootfs.img")
+    assert squashfs_compressor(rootfs) == 4, "VXN_COMPRESSION defaults to xz, as the seed's mksquashfs -comp xz"
     listing = squashfs_listing(rootfs)
     for script in ("vxn-init.sh", "vcontainer-init-common.sh"):
         line = [l for l in listing.splitlines() if l.endswith(" /" + script)]
@@ -179,6 +188,12 @@ def test_scripts_reach_rootfs_with_each_series_unpack_layout(bblib, tmp_path, re
     where = os.path.join(sc.d.getVar("WORKDIR"), unpacked_into, "vxn-init.sh")
     with open(where, "rb") as f:
         assert squashfs_cat(os.path.join(sc.deployed, "rootfs.img"), "/vxn-init.sh") == f.read()
+
+
+def test_compression_and_jobs_knobs_reach_the_tool(bblib, tmp_path, recorder):
+    sc = Scenario(bblib, tmp_path, local={"VXN_COMPRESSION": "keep", "VXN_JOBS": "1"})
+    assert sc.run("do_fetch", "do_unpack", "do_compile", "do_deploy") == 0, sc.log("do_compile")
+    assert squashfs_compressor(os.path.join(sc.deployed, "rootfs.img")) == 1  # the input's gzip
 
 
 def test_rerun_reuses_and_gives_identical_blobs(bblib, tmp_path, recorder):
