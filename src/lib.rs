@@ -6,8 +6,24 @@
 //!
 //! - [`squashfs`] is the engine: it injects files into an existing squashfs image while keeping
 //!   every inode, xattr, hardlink and table of the source, and it knows nothing of BitBake.
+//! - [`spec`] reads the JSON spec that BitBake (or a user) writes; [`initramfs`] and [`kernel`]
+//!   check those inputs; [`assemble`] is `compile` (the seed's do_compile, with a digest that
+//!   lets an unchanged rerun reuse its outputs) and [`deploy`] is `deploy` (atomic install,
+//!   README, SHA256SUMS); [`demo`] builds a small input set and runs both.
+//! - [`Error`] is the crate-level error those return; every message names the file involved.
+//!
+//! Nothing in the library prints: progress goes through callbacks and the rest through `log`.
 //!
 //! The command-line front end (`src/main.rs`) only parses arguments, calls into this crate and
 //! reports errors.
 
+pub mod assemble;
+pub mod demo;
+pub mod deploy;
+mod error;
+pub mod initramfs;
+pub mod kernel;
+pub mod spec;
 pub mod squashfs;
+
+pub use error::Error;

@@ -1,3 +1,252 @@
 //! The `vxn-blobs` command: parses arguments, calls the library and reports errors.
+//!
+//! This is the one place that turns results into output and exit codes: stdout carries what a
+//! caller may parse (progress lines, summaries), stderr the log and the error, which is printed
+//! once as a single line with every cause in its chain. Exit codes: 0 success, 1 failure,
+//! 2 usage error (from clap).
 
-fn main() {}
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use log::LevelFilter;
+
+use vxn_blobs::assemble::{self, CompileReport};
+use vxn_blobs::deploy::{self, DeployReport};
+use vxn_blobs::spec::{self, Spec};
+use vxn_blobs::squashfs::{self, Compression, InjectOptions, Injection};
+
+/// Assemble Xen DomU boot blobs for meta-virtualization's vxn.
+#[derive(Debug, Parser)]
+#[command(name = "vxn-blobs", version, about, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inject files into a squashfs image, writing a new image.
+    Inject {
+        /// The squashfs image to read.
+        input: PathBuf,
+        /// Where to write the new image (atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// A file to add as SRC:DEST[:MODE]; MODE is octal (default 0755). SRC may contain ':',
+        /// DEST and MODE may not.
+        #[arg(long = "add", value_name = "SRC:DEST[:MODE]", value_parser = parse_add, required = true)]
+        add: Vec<Injection>,
+        /// Compressor of the output: xz (as the seed's mksquashfs -comp xz) or keep the input's.
+        #[arg(long, value_enum, default_value_t = CompressionArg::Xz)]
+        compression: CompressionArg,
+        /// Worker threads; 0 uses every core.
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+    },
+    /// Build initramfs.cpio.gz, rootfs.img and the kernel into the spec's build_dir.
+    Compile {
+        /// The JSON spec (docs/spec.md).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Print "NN%" lines on stdout for BitBake's percent progress handler.
+        #[arg(long)]
+        progress: bool,
+    },
+    /// Install a completed compile under deploy_dir/vxn/<blob_arch>/.
+    Deploy {
+        /// The JSON spec (docs/spec.md).
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// Make a small input set, compile and deploy it, and show why the result can be trusted.
+    Demo {
+        /// Directory for the demo's inputs, build and deploy.
+        #[arg(long, default_value = "vxn-demo")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Xz,
+    Keep,
+}
+
+/// Parses `SRC:DEST[:MODE]`. MODE is recognized only as a trailing field of octal digits after a
+/// DEST, so a SRC holding ':' still parses.
+fn parse_add(text: &str) -> Result<Injection, String> {
+    let usage = || format!("{text:?} is not SRC:DEST[:MODE] (e.g. vxn-init.sh:/vxn-init.sh:0755)");
+    let (rest, mode) = match text.rsplit_once(':') {
+        Some((rest, last))
+            if rest.contains(':')
+                && !last.is_empty()
+                && last.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (
+                rest,
+                spec::parse_mode(last).map_err(|e| format!("MODE {e}"))?,
+            )
+        }
+        _ => (text, 0o755),
+    };
+    let (source, dest) = rest.rsplit_once(':').ok_or_else(usage)?;
+    if source.is_empty() || !dest.starts_with('/') {
+        return Err(usage());
+    }
+    Ok(Injection {
+        source: PathBuf::from(source),
+        dest: dest.to_string(),
+        mode,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vxn-blobs: error: {}", error_chain(e.as_ref()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line. Causes whose text the message already contains (our
+/// errors embed their I/O cause) are not repeated.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
+}
+
+/// Log to stderr as "vxn-blobs: <level>: message"; -q errors only, default info, -v debug,
+/// -vv trace; RUST_LOG, when set, wins.
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => LevelFilter::Error,
+        (false, 0) => LevelFilter::Info,
+        (false, 1) => LevelFilter::Debug,
+        (false, _) => LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filters);
+    }
+    builder.format(|buf, record| {
+        let level = match record.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            log::Level::Debug => "debug: ",
+            log::Level::Trace => "trace: ",
+        };
+        writeln!(buf, "vxn-blobs: {level}{}", record.args())
+    });
+    builder.init();
+}
+
+fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Inject {
+            input,
+            output,
+            add,
+            compression,
+            jobs,
+        } => {
+            let options = InjectOptions {
+                compression: match compression {
+                    CompressionArg::Xz => Compression::Xz,
+                    CompressionArg::Keep => Compression::Keep,
+                },
+                jobs,
+                source_date_epoch: spec::source_date_epoch_from_env()?,
+            };
+            let report = squashfs::inject(&input, &output, &add, &options, &mut |_, _| {})?;
+            println!(
+                "wrote {}: {} bytes, {} inodes, {} -> {}{}",
+                output.display(),
+                report.bytes_written,
+                report.inode_count,
+                report.input_compressor,
+                report.output_compressor,
+                if report.data_kept_raw {
+                    " (data blocks copied unchanged)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::Compile { spec, progress } => {
+            let spec = Spec::load(&spec)?;
+            let report = compile(&spec, progress)?;
+            print_compile(&spec, &report);
+            Ok(())
+        }
+        Command::Deploy { spec } => {
+            let spec = Spec::load(&spec)?;
+            let report = deploy::deploy(&spec)?;
+            print_deploy(&report);
+            Ok(())
+        }
+        Command::Demo { out } => demo(&out),
+    }
+}
+
+/// Runs compile, printing each new percentage on its own line when asked.
+fn compile(spec: &Spec, progress: bool) -> Result<CompileReport, vxn_blobs::Error> {
+    let mut stdout = std::io::stdout();
+    assemble::compile(spec, &mut |pct| {
+        if progress {
+            // A failed write to stdout must not fail the build; BitBake only reads it.
+            let _ = writeln!(stdout, "{pct}%");
+            let _ = stdout.flush();
+        }
+    })
+}
+
+fn print_compile(spec: &Spec, report: &CompileReport) {
+    let verb = if report.reused { "reused" } else { "built" };
+    println!(
+        "compile: {verb} {} ({})",
+        spec.build_dir.display(),
+        report.reason
+    );
+    for (name, record) in &report.outputs {
+        println!("  {}  {name} ({} bytes)", record.sha256, record.size);
+    }
+}
+
+fn print_deploy(report: &DeployReport) {
+    println!("deploy: installed into {}", report.dir.display());
+    for file in &report.files {
+        println!("  {}  {} ({} bytes)", file.sha256, file.name, file.size);
+    }
+    for name in &report.removed {
+        println!("  removed {name} (left by an earlier deploy)");
+    }
+}
+
+fn demo(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let _ = out;
+    Err("the demo needs vxn_blobs::squashfs::write_sample_image, which has not landed yet".into())
+}

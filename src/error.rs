@@ -1,0 +1,84 @@
+//! The crate-level error: every failure `compile`, `deploy` and `demo` can report, each a
+//! sentence that names the file involved and, where there is one, what to do about it.
+//!
+//! Module errors (spec, initramfs, kernel, squashfs) are wrapped transparently so their own
+//! wording reaches the user unchanged; the variants here cover what only the commands know.
+
+use std::path::PathBuf;
+
+use crate::{initramfs, kernel, spec, squashfs};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec could not be read or is not valid.
+    #[error(transparent)]
+    Spec(#[from] spec::Error),
+    /// The initramfs is not one complete gzip stream holding a newc cpio archive.
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::Error),
+    /// The kernel image does not carry its architecture's magic.
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    /// The squashfs engine failed (its message names the image).
+    #[error(transparent)]
+    Squashfs(#[from] squashfs::Error),
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, as a verb phrase ("create", "read", "rename into place").
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input the spec names does not exist; `hint` says how to produce it.
+    #[error("{what} not found at {}. {hint}", path.display())]
+    MissingInput {
+        what: &'static str,
+        path: PathBuf,
+        hint: String,
+    },
+    /// An input exists but is not a regular file.
+    #[error("{what} {} is not a regular file; point the spec at the file itself", path.display())]
+    NotAFile { what: &'static str, path: PathBuf },
+    /// A directory the spec names is missing or is not a directory.
+    #[error("{field} {} {problem}", path.display())]
+    Directory {
+        /// The spec key ("build_dir", "deploy_dir").
+        field: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    /// Something at a path the tool writes is not what the tool put there (e.g. a symlink).
+    #[error("refusing to use {}: {why}", path.display())]
+    Unsafe { path: PathBuf, why: String },
+    /// `deploy` found no completed compile matching the spec.
+    #[error("{} holds no completed compile for spec {} ({reason}); run `vxn-blobs compile --spec {}` first", build_dir.display(), spec.display(), spec.display())]
+    NotCompiled {
+        build_dir: PathBuf,
+        spec: PathBuf,
+        reason: String,
+    },
+    /// An input changed while compile was reading it, so the outputs might mix two versions.
+    #[error("{what} changed while compile was running; nothing was installed, run compile again once the inputs are stable")]
+    InputsChanged { what: String },
+    /// The demo's output directory holds something the demo did not make.
+    #[error("demo directory {} exists and is not a vxn-blobs demo directory (no demo-spec.json); choose another --out", path.display())]
+    DemoDirectory { path: PathBuf },
+}
+
+impl Error {
+    /// A closure for `map_err` that wraps an I/O error with what was done to which path.
+    pub(crate) fn io(
+        action: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
