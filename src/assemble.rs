@@ -158,7 +158,7 @@ pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileRepor
     let kernel_stage = if kernel_present {
         let staged = stage_kernel(spec)?;
         info!(
-            "kernel {}: a {} image for {}, {} bytes",
+            "kernel {}: a {} for {}, {} bytes",
             spec.kernel.display(),
             spec.kernel_arch.image_type(),
             spec.target_arch,

@@ -6,10 +6,309 @@
 //! writer, a kernel file whose header carries the real boot-protocol magic (it does not boot),
 //! and the two init scripts. The same writers serve the tests as fixtures.
 
+use std::fmt::Write as _;
+use std::fs;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::assemble::{self, commit, sha256_reader, stage_bytes, CompileReport};
+use crate::deploy::{self, DeployReport, SUMS_FILE};
+use crate::error::Error;
 use crate::kernel::KernelArch;
+use crate::spec::{self, Spec};
+use crate::squashfs::{self, FileInfo};
+
+/// The spec the demo writes; its presence marks a directory as the demo's own.
+pub const DEMO_SPEC: &str = "demo-spec.json";
+/// SOURCE_DATE_EPOCH of the demo when the environment sets none: 2026-01-01 00:00:00 UTC.
+pub const DEMO_EPOCH: u32 = 1_767_225_600;
+/// Input file names, as the vruntime multiconfig deploys them for qemux86-64.
+const ROOTFS_INPUT: &str = "inputs/vdkr-rootfs-image-qemux86-64.rootfs.squashfs";
+const INITRAMFS_INPUT: &str = "inputs/vdkr-tiny-initramfs-image-qemux86-64.cpio.gz";
+const KERNEL_INPUT: &str = "inputs/bzImage";
+const VXN_INIT_INPUT: &str = "inputs/vxn-init.sh";
+const COMMON_INIT_INPUT: &str = "inputs/vcontainer-init-common.sh";
+/// Files of the sample rootfs that injection must leave exactly as they were.
+const KEPT_FILES: [&str; 2] = ["/bin/busybox", "/etc/shadow"];
+
+/// What the demo did, for the CLI to show.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub dir: PathBuf,
+    pub spec: PathBuf,
+    pub epoch: u32,
+    pub compile: CompileReport,
+    pub deploy: DeployReport,
+    /// Each deployed file checked against SHA256SUMS: (name, sha256 read back, matches).
+    pub sums_checked: Vec<(String, String, bool)>,
+    /// The injected files read back from the deployed rootfs.img, with the sha256 of the input
+    /// file they came from.
+    pub injected: Vec<(FileInfo, String, String)>,
+    /// Files the sample rootfs had before injection, read back from input and output.
+    pub kept: Vec<(FileInfo, FileInfo)>,
+}
+
+/// Makes the inputs in `out/inputs`, writes `out/demo-spec.json`, runs compile and deploy into
+/// `out/build` and `out/deploy`, and reads the result back.
+///
+/// `out` may be new, empty, or a directory an earlier demo made; anything else is refused so
+/// the demo never overwrites files it did not make.
+pub fn run(out: &Path) -> Result<DemoReport, Error> {
+    prepare_dir(out)?;
+    let epoch = match spec::source_date_epoch_from_env()? {
+        Some(epoch) => epoch,
+        None => DEMO_EPOCH,
+    };
+    let inputs = out.join("inputs");
+    for dir in [inputs.clone(), out.join("build"), out.join("deploy")] {
+        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+    }
+    squashfs::write_sample_image(&out.join(ROOTFS_INPUT), epoch)?;
+    let initramfs = initramfs_bytes(&DEMO_INITRAMFS, epoch)
+        .map_err(Error::io("build", &out.join(INITRAMFS_INPUT)))?;
+    write_atomically(&out.join(INITRAMFS_INPUT), &initramfs)?;
+    write_atomically(&out.join(KERNEL_INPUT), &fake_kernel_bytes(KernelArch::X86))?;
+    write_atomically(&out.join(VXN_INIT_INPUT), VXN_INIT.as_bytes())?;
+    write_atomically(&out.join(COMMON_INIT_INPUT), COMMON_INIT.as_bytes())?;
+
+    let spec_json = serde_json::json!({
+        "schema": 1,
+        "runtime": "vdkr",
+        "machine": "qemux86-64",
+        "multiconfig": "vruntime-x86-64",
+        "target_arch": "x86_64",
+        "blob_arch": "x86_64",
+        "initramfs": INITRAMFS_INPUT,
+        "rootfs": ROOTFS_INPUT,
+        "kernel": KERNEL_INPUT,
+        "kernel_name": "bzImage",
+        "inject": [
+            {"source": VXN_INIT_INPUT, "dest": "/vxn-init.sh", "mode": "0755"},
+            {"source": COMMON_INIT_INPUT, "dest": "/vcontainer-init-common.sh", "mode": "0755"}
+        ],
+        "build_dir": "build",
+        "deploy_dir": "deploy",
+        "source_date_epoch": epoch
+    });
+    let spec_path = out.join(DEMO_SPEC);
+    let mut text = serde_json::to_string_pretty(&spec_json)
+        .map_err(|e| Error::io("serialize", &spec_path)(e.into()))?;
+    text.push('\n');
+    write_atomically(&spec_path, text.as_bytes())?;
+
+    let spec = Spec::load(&spec_path)?;
+    let compile = assemble::compile(&spec, &mut |_| {})?;
+    let deploy = deploy::deploy(&spec)?;
+
+    let sums_checked = check_sums(&deploy.dir)?;
+    let rootfs = deploy.dir.join(assemble::ROOTFS_OUTPUT);
+    let mut injected = Vec::new();
+    for injection in &spec.inject {
+        let info = squashfs::stat(&rootfs, &injection.dest)?;
+        let source =
+            fs::File::open(&injection.source).map_err(Error::io("open", &injection.source))?;
+        let (sha, _) = sha256_reader(source).map_err(Error::io("read", &injection.source))?;
+        let shown = injection
+            .source
+            .strip_prefix(out)
+            .unwrap_or(&injection.source)
+            .display()
+            .to_string();
+        injected.push((info, sha, shown));
+    }
+    let mut kept = Vec::new();
+    for path in KEPT_FILES {
+        kept.push((
+            squashfs::stat(&spec.rootfs, path)?,
+            squashfs::stat(&rootfs, path)?,
+        ));
+    }
+    Ok(DemoReport {
+        dir: out.to_path_buf(),
+        spec: spec_path,
+        epoch,
+        compile,
+        deploy,
+        sums_checked,
+        injected,
+        kept,
+    })
+}
+
+/// Accepts a missing or empty directory, or one holding an earlier demo's spec.
+fn prepare_dir(out: &Path) -> Result<(), Error> {
+    match fs::read_dir(out) {
+        Ok(mut entries) => {
+            let empty = entries.next().is_none();
+            if empty || out.join(DEMO_SPEC).is_file() {
+                Ok(())
+            } else {
+                Err(Error::DemoDirectory {
+                    path: out.to_path_buf(),
+                })
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(out).map_err(Error::io("create directory", out))
+        }
+        Err(e) => Err(Error::io("open directory", out)(e)),
+    }
+}
+
+/// Writes a demo input through a staged file, so a symlink at the name is replaced, not followed.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    commit(stage_bytes(dir, bytes)?, path)
+}
+
+/// Does what `sha256sum -c SHA256SUMS` does in `dir`.
+fn check_sums(dir: &Path) -> Result<Vec<(String, String, bool)>, Error> {
+    let sums_path = dir.join(SUMS_FILE);
+    let text = fs::read_to_string(&sums_path).map_err(Error::io("read", &sums_path))?;
+    let mut checked = Vec::new();
+    for line in text.lines() {
+        let Some((expected, name)) = line.split_once("  ") else {
+            continue;
+        };
+        let path = dir.join(name);
+        let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
+        let (sha, _) = sha256_reader(file).map_err(Error::io("read", &path))?;
+        let ok = sha == expected;
+        checked.push((name.to_string(), sha, ok));
+    }
+    Ok(checked)
+}
+
+impl DemoReport {
+    /// The demo's explanation, as the CLI prints it.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "vxn-blobs demo in {}", self.dir.display());
+        let _ = writeln!(
+            s,
+            "\nInputs, made by the demo without external tools (SOURCE_DATE_EPOCH {}):",
+            self.epoch
+        );
+        for (path, what) in [
+            (ROOTFS_INPUT, "gzip squashfs rootfs: dirs, setuid file with an xattr, group-owned file, symlink, device node"),
+            (INITRAMFS_INPUT, "gzip newc cpio initramfs with /init and /dev/console"),
+            (KERNEL_INPUT, "stand-in bzImage with a valid \"HdrS\" setup header (does not boot)"),
+            (VXN_INIT_INPUT, "init script to inject"),
+            (COMMON_INIT_INPUT, "init script to inject"),
+        ] {
+            let _ = writeln!(s, "  {path}\n      {what}");
+        }
+        let _ = writeln!(s, "Spec: {}", self.spec.display());
+        let _ = writeln!(
+            s,
+            "\nCompile ({}): {}",
+            if self.compile.reused {
+                "reused"
+            } else {
+                "built"
+            },
+            self.compile.reason
+        );
+        if let Some(init) = &self.compile.initramfs {
+            let _ = writeln!(
+                s,
+                "  initramfs: one complete gzip stream, newc cpio of {} entries up to TRAILER!!!, /init {}",
+                init.entries,
+                if init.has_init { "present" } else { "MISSING" }
+            );
+        }
+        if let Some(inject) = &self.compile.inject {
+            let _ = writeln!(
+                s,
+                "  rootfs: {} inodes, {} -> {}, read back by the engine before renaming into place",
+                inject.inode_count, inject.input_compressor, inject.output_compressor
+            );
+        }
+        let _ = writeln!(s, "  digest {}", self.compile.digest);
+
+        let _ = writeln!(s, "\nDeployed to {}:", self.deploy.dir.display());
+        for file in &self.deploy.files {
+            let _ = writeln!(
+                s,
+                "  {}  {} ({} bytes{})",
+                file.sha256,
+                file.name,
+                file.size,
+                if file.linked {
+                    ", hardlinked from build"
+                } else {
+                    ""
+                }
+            );
+        }
+
+        let _ = writeln!(s, "\nWhy it can be trusted:");
+        let all_ok = self.sums_checked.iter().all(|(_, _, ok)| *ok);
+        let _ = writeln!(
+            s,
+            "  - {} of {} files read back match SHA256SUMS (check yourself: cd {} && sha256sum -c {SUMS_FILE})",
+            self.sums_checked.iter().filter(|(_, _, ok)| *ok).count(),
+            self.sums_checked.len(),
+            self.deploy.dir.display()
+        );
+        if !all_ok {
+            for (name, sha, ok) in &self.sums_checked {
+                if !ok {
+                    let _ = writeln!(s, "    MISMATCH {name}: {sha}");
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  - the injected files, read back from the deployed rootfs.img:"
+        );
+        for (info, source_sha, source) in &self.injected {
+            let same = info.sha256.as_deref() == Some(source_sha.as_str());
+            let _ = writeln!(
+                s,
+                "      {} mode {:04o} uid {} gid {} {} bytes, sha256 {} {} {}",
+                info.path,
+                info.mode,
+                info.uid,
+                info.gid,
+                info.size,
+                info.sha256.as_deref().unwrap_or("-"),
+                if same { "==" } else { "!=" },
+                source
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  - files injection did not touch, input vs deployed rootfs.img:"
+        );
+        for (before, after) in &self.kept {
+            let _ = writeln!(
+                s,
+                "      {} mode {:04o} uid {} gid {} sha256 {} {}",
+                after.path,
+                after.mode,
+                after.uid,
+                after.gid,
+                after.sha256.as_deref().unwrap_or("-"),
+                if before == after {
+                    "unchanged"
+                } else {
+                    "CHANGED"
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  - compile reuses outputs only when tool, spec and every input byte hash to the\n    recorded digest and the outputs still hash to their record; run the demo again to see it"
+        );
+        let _ = writeln!(
+            s,
+            "\nTry: vxn-blobs compile --spec {0} && vxn-blobs deploy --spec {0}",
+            self.spec.display()
+        );
+        s
+    }
+}
 
 /// One entry of a newc archive written by [`write_initramfs`].
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +356,14 @@ pub const COMMON_INIT: &str = "#!/bin/sh\n\
 # vxn-blobs demo: stands in for meta-virtualization's vcontainer-init-common.sh\n\
 vcontainer_log() { echo \"vcontainer: $*\"; }\n";
 
-/// Writes a gzip-compressed newc cpio archive of `entries`, deterministically: inode numbers
-/// count from 1, uid/gid 0, every mtime `mtime`, and a gzip header without name or timestamp.
+/// Writes [`initramfs_bytes`] to `path`.
 pub fn write_initramfs(path: &Path, entries: &[CpioEntry<'_>], mtime: u32) -> io::Result<()> {
+    std::fs::write(path, initramfs_bytes(entries, mtime)?)
+}
+
+/// A gzip-compressed newc cpio archive of `entries`, deterministic: inode numbers count from 1,
+/// uid/gid 0, every mtime `mtime`, and a gzip header without name or timestamp.
+pub fn initramfs_bytes(entries: &[CpioEntry<'_>], mtime: u32) -> io::Result<Vec<u8>> {
     let mut cpio = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         newc_entry(&mut cpio, i as u32 + 1, entry, mtime)?;
@@ -73,12 +377,11 @@ pub fn write_initramfs(path: &Path, entries: &[CpioEntry<'_>], mtime: u32) -> io
     newc_entry(&mut cpio, 0, &trailer, 0)?;
     // cpio's traditional 512-byte blocking, as `cpio -o -H newc` writes it.
     cpio.resize(cpio.len().div_ceil(512) * 512, 0);
-    let file = std::fs::File::create(path)?;
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
-        .write(file, flate2::Compression::best());
+        .write(Vec::new(), flate2::Compression::best());
     gz.write_all(&cpio)?;
-    gz.finish()?.sync_all()
+    gz.finish()
 }
 
 /// Appends one newc header, name and data, each padded to 4 bytes.
@@ -120,9 +423,14 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-/// Writes a stand-in kernel image for `arch`: the right size class and the boot-protocol magic
-/// that the kernel check looks for, but no code; it satisfies the check and boots nothing.
+/// Writes [`fake_kernel_bytes`] to `path`.
 pub fn write_fake_kernel(path: &Path, arch: KernelArch) -> io::Result<()> {
+    std::fs::write(path, fake_kernel_bytes(arch))
+}
+
+/// A stand-in kernel image for `arch`: the boot-protocol header fields that the kernel check
+/// looks for, but no code; it satisfies the check and boots nothing.
+pub fn fake_kernel_bytes(arch: KernelArch) -> Vec<u8> {
     const SIZE: usize = 64 * 1024;
     let mut image = vec![0u8; SIZE];
     match arch {
@@ -144,9 +452,7 @@ pub fn write_fake_kernel(path: &Path, arch: KernelArch) -> io::Result<()> {
             image[0x2c..0x30].copy_from_slice(&(SIZE as u32).to_le_bytes()); // end
         }
     }
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(&image)?;
-    file.sync_all()
+    image
 }
 
 #[cfg(test)]

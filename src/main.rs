@@ -247,6 +247,7 @@ fn print_deploy(report: &DeployReport) {
 }
 
 fn demo(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let _ = out;
-    Err("the demo needs vxn_blobs::squashfs::write_sample_image, which has not landed yet".into())
+    let report = vxn_blobs::demo::run(out)?;
+    print!("{}", report.render());
+    Ok(())
 }
