@@ -139,9 +139,6 @@ pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileRepor
     info!("compiling into {}: {reason}", build_dir.display());
     progress(0);
 
-    // From here the old record no longer describes what build_dir will hold.
-    remove_if_present(&build_dir.join(STATE_FILE))?;
-
     let (initramfs_temp, initramfs_record, summary) = stage_initramfs(spec)?;
     if !summary.has_init {
         warn!(
@@ -192,6 +189,9 @@ pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileRepor
         });
     }
 
+    // Everything is checked and staged. From the first rename on, the old record no longer
+    // describes build_dir; until then a failure leaves the previous compile complete and valid.
+    remove_if_present(&build_dir.join(STATE_FILE))?;
     let mut outputs = BTreeMap::new();
     commit(initramfs_temp, &build_dir.join(INITRAMFS_OUTPUT))?;
     outputs.insert(INITRAMFS_OUTPUT.to_string(), initramfs_record);
@@ -547,9 +547,25 @@ pub(crate) fn lock_dir(build_dir: &Path) -> Result<DirLock, Error> {
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| refuse_symlink(&path, e, "open the lock file"))?;
+        .map_err(|e| match unwritable("build_dir", build_dir, &e) {
+            Some(error) => error,
+            None => refuse_symlink(&path, e, "open the lock file"),
+        })?;
     flock_exclusive(&file, &path)?;
     Ok(DirLock { _file: file })
+}
+
+/// A permission error while creating something in a directory the spec names, reworded to say
+/// which directory must be writable; `None` for other errors.
+pub(crate) fn unwritable(field: &'static str, dir: &Path, e: &io::Error) -> Option<Error> {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => Some(Error::Directory {
+            field,
+            path: dir.to_path_buf(),
+            problem: format!("is not writable ({e}); vxn-blobs creates its files there"),
+        }),
+        _ => None,
+    }
 }
 
 /// Locks an already opened file or directory exclusively, logging when it has to wait.

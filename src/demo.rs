@@ -54,6 +54,9 @@ pub struct DemoReport {
 /// `out` may be new, empty, or a directory an earlier demo made; anything else is refused so
 /// the demo never overwrites files it did not make.
 pub fn run(out: &Path) -> Result<DemoReport, Error> {
+    // Absolute, so that the report can show paths relative to it whatever the spec resolved.
+    let cwd = std::env::current_dir().map_err(Error::io("find the working directory", out))?;
+    let out = &cwd.join(out);
     prepare_dir(out)?;
     let epoch = match spec::source_date_epoch_from_env()? {
         Some(epoch) => epoch,

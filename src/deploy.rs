@@ -29,8 +29,8 @@ use tempfile::TempPath;
 
 use crate::assemble::{
     self, commit, hex, lock_dir, new_temp, open_no_follow, refuse_symlink, remove_stale_temps,
-    require_dir, sha256_reader, stage_bytes, sync_dir, OutputRecord, State, INITRAMFS_OUTPUT,
-    KERNEL_OUTPUT, OUTPUT_MODE, ROOTFS_OUTPUT, TOOL,
+    require_dir, sha256_reader, stage_bytes, sync_dir, unwritable, OutputRecord, State,
+    INITRAMFS_OUTPUT, KERNEL_OUTPUT, OUTPUT_MODE, ROOTFS_OUTPUT, TOOL,
 };
 use crate::error::Error;
 use crate::spec::Spec;
@@ -214,7 +214,11 @@ fn ensure_real_dir(path: &Path) -> Result<PathBuf, Error> {
             fs::DirBuilder::new()
                 .mode(0o755)
                 .create(path)
-                .map_err(Error::io("create directory", path))?;
+                .map_err(|e| {
+                    let parent = path.parent().unwrap_or(path);
+                    unwritable("deploy_dir", parent, &e)
+                        .unwrap_or_else(|| Error::io("create directory", path)(e))
+                })?;
             Ok(path.to_path_buf())
         }
         Err(e) => Err(Error::io("inspect", path)(e)),

@@ -1,1 +1,8 @@
+//! The integration test binary: one module per area, all run against the real `vxn-blobs`.
 
+mod bad_input;
+mod cli;
+mod compile;
+mod deploy;
+mod spec;
+mod util;
