@@ -369,14 +369,19 @@ pub fn source_date_epoch_from_env() -> Result<Option<u32>, Error> {
         .transpose()
 }
 
-/// Parses an octal mode string such as "0755" or "644" (3 or 4 octal digits).
+/// Parses an octal mode string such as "0755" or "644": 3 or 4 octal digits, optionally after
+/// one more leading 0 ("04755"), the same rule meta-vxn applies to VXN_INJECT.
 pub fn parse_mode(text: &str) -> Result<u16, String> {
-    if !(3..=4).contains(&text.len()) || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+    let digits = match text.strip_prefix('0') {
+        Some(rest) if rest.len() == 4 => rest,
+        _ => text,
+    };
+    if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(format!(
             "is {text:?}, not an octal mode; write 3 or 4 octal digits such as \"0755\""
         ));
     }
-    u16::from_str_radix(text, 8).map_err(|e| format!("is {text:?}: {e}"))
+    u16::from_str_radix(digits, 8).map_err(|e| format!("is {text:?}: {e}"))
 }
 
 /// A value that ends up in the README and in bitbake hints: one line of visible text.
@@ -517,7 +522,9 @@ mod tests {
         assert_eq!(parse_mode("0755"), Ok(0o755));
         assert_eq!(parse_mode("644"), Ok(0o644));
         assert_eq!(parse_mode("4755"), Ok(0o4755));
-        for bad in ["755a", "0888", "", "75", "07555", "rwxr-xr-x"] {
+        assert_eq!(parse_mode("04755"), Ok(0o4755));
+        assert_eq!(parse_mode("00755"), Ok(0o755));
+        for bad in ["755a", "0888", "", "75", "17555", "000755", "rwxr-xr-x"] {
             assert!(parse_mode(bad).is_err(), "{bad}");
         }
         let text = EXAMPLE.replacen("\"0755\"", "\"0799\"", 1);
