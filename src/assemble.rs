@@ -609,7 +609,8 @@ pub(crate) fn refuse_symlink(path: &Path, e: io::Error, action: &'static str) ->
 }
 
 /// Removes temporary files of earlier runs that were killed. Called with the lock held, so no
-/// live run owns them; only names with [`TEMP_PREFIX`] are touched, never a directory.
+/// live run owns them; only names with [`TEMP_PREFIX`] (or the engine's "." in front of one)
+/// are touched, never a directory.
 pub(crate) fn remove_stale_temps(dir: &Path) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -619,7 +620,14 @@ pub(crate) fn remove_stale_temps(dir: &Path) {
         }
     };
     for entry in entries.flatten() {
-        let is_temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // The engine stages its output as ".<output name>.XXXX.partial" beside the output,
+        // which compile names with TEMP_PREFIX: that file is ours too.
+        let is_temp = name.starts_with(TEMP_PREFIX)
+            || name
+                .strip_prefix('.')
+                .is_some_and(|n| n.starts_with(TEMP_PREFIX));
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(true);
         if is_temp && !is_dir {
             match fs::remove_file(entry.path()) {
@@ -859,11 +867,22 @@ mod tests {
     fn stale_temporaries_go_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(format!("{TEMP_PREFIX}abc")), b"x").unwrap();
+        fs::write(
+            dir.path().join(format!(".{TEMP_PREFIX}abc.x.partial")),
+            b"x",
+        )
+        .unwrap();
         fs::write(dir.path().join("user-file"), b"x").unwrap();
+        fs::write(dir.path().join(".rootfs.img.abc.partial"), b"x").unwrap();
         fs::create_dir(dir.path().join(format!("{TEMP_PREFIX}dir"))).unwrap();
         remove_stale_temps(dir.path());
         assert!(!dir.path().join(format!("{TEMP_PREFIX}abc")).exists());
+        assert!(!dir
+            .path()
+            .join(format!(".{TEMP_PREFIX}abc.x.partial"))
+            .exists());
         assert!(dir.path().join("user-file").exists());
+        assert!(dir.path().join(".rootfs.img.abc.partial").exists());
         assert!(dir.path().join(format!("{TEMP_PREFIX}dir")).exists());
     }
 }

@@ -313,3 +313,79 @@ fn leftover_temporaries_of_a_killed_run_are_removed_and_nothing_else() {
     assert!(!fx.build_dir().join(".vxn-blobs-tmp-rootfs").exists());
     assert_eq!(fs::read(fx.build_dir().join("notes.txt")).unwrap(), b"mine");
 }
+
+#[test]
+fn a_compile_killed_midway_leaves_the_previous_outputs_and_the_next_run_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    if !crate::util::have_tool("mksquashfs") {
+        return;
+    }
+    let dir = TestDir::new();
+    let fx = Fixture::new(dir.path(), Arch::X86_64);
+    fx.compile(&dir);
+    let outputs = [
+        "initramfs.cpio.gz",
+        "kernel",
+        "rootfs.img",
+        ".vxn-blobs-state.json",
+    ];
+    let snapshot = || -> Vec<Vec<u8>> {
+        outputs
+            .iter()
+            .map(|n| fs::read(fx.build_dir().join(n)).unwrap())
+            .collect()
+    };
+    let before = snapshot();
+
+    // A rootfs whose xz recompression takes a while: 4 MiB that does not compress.
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(tree.join("noise"), noise).unwrap();
+    let status = std::process::Command::new("mksquashfs")
+        .arg(&tree)
+        .arg(fx.input("rootfs"))
+        .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut child = dir
+        .command(&["compile", "--spec", &fx.spec_arg(), "--progress"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // "0%" comes once every input is checked, as the engine starts: kill it there.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "0%\n");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    if status.success() {
+        // Finished before the signal landed: then it must be complete.
+        assert!(fx.compile(&dir).stdout.contains("compile: reused"));
+    } else {
+        assert_eq!(snapshot(), before, "a final name changed");
+        // The next run removes the killed run's temporaries and builds.
+        assert!(names(&fx.build_dir())
+            .iter()
+            .any(|n| n.contains(".vxn-blobs-tmp-")));
+        let run = fx.compile(&dir);
+        assert!(run.stdout.contains("compile: built"), "{run:#?}");
+    }
+    assert!(names(&fx.build_dir())
+        .iter()
+        .all(|n| !n.contains(".vxn-blobs-tmp-")));
+    fx.deploy(&dir);
+}
