@@ -372,11 +372,12 @@ fn read_manifest(path: &Path) -> Vec<String> {
 
 /// SHA256SUMS in the format `sha256sum -c` reads: "<hex>  <name>", sorted by name.
 fn sums_text<'a>(files: impl Iterator<Item = &'a DeployedFile>) -> String {
-    let mut lines: Vec<String> = files
+    let mut files: Vec<&DeployedFile> = files.collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
+        .iter()
         .map(|f| format!("{}  {}\n", f.sha256, f.name))
-        .collect();
-    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
-    lines.concat()
+        .collect()
 }
 
 /// The seed's README, with a reproducible date and the files that are really there.
