@@ -71,11 +71,11 @@ pub struct State {
     pub format: u32,
     /// [`TOOL`] of the compile.
     pub tool: String,
-    /// sha256 over the tool, the spec and every input; see [`Fingerprint`].
+    /// sha256 over the tool, the spec and every input (see `Fingerprint` in the source).
     pub digest: String,
     /// sha256 of [`Spec::canonical_bytes`], so deploy can tell whether it has the same spec.
     pub spec_sha256: String,
-    /// sha256 of each input by label ("initramfs", "rootfs", "kernel", "inject[0]"...), kept to
+    /// sha256 of each input by label ("initramfs", "rootfs", "kernel", `inject[0]`...), kept to
     /// say which input changed when a rerun rebuilds.
     pub inputs: BTreeMap<String, String>,
     /// The outputs by name in `build_dir`; "kernel" only when one was compiled.

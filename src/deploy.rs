@@ -130,25 +130,9 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         .contains_key(KERNEL_OUTPUT)
         .then_some(spec.kernel_name.as_str());
     let readme = readme_text(spec, kernel_name);
-    staged.push((
-        stage_bytes(&dir, readme.as_bytes())?,
-        DeployedFile {
-            name: README_FILE.into(),
-            sha256: hex(&Sha256::digest(readme.as_bytes())),
-            size: readme.len() as u64,
-            linked: false,
-        },
-    ));
+    staged.push(stage_text(&dir, README_FILE, &readme)?);
     let sums = sums_text(staged.iter().map(|(_, f)| f));
-    staged.push((
-        stage_bytes(&dir, sums.as_bytes())?,
-        DeployedFile {
-            name: SUMS_FILE.into(),
-            sha256: hex(&Sha256::digest(sums.as_bytes())),
-            size: sums.len() as u64,
-            linked: false,
-        },
-    ));
+    staged.push(stage_text(&dir, SUMS_FILE, &sums)?);
 
     let mut files = Vec::new();
     for (temp, file) in staged {
@@ -195,6 +179,17 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         files,
         removed,
     })
+}
+
+/// Stages a file deploy writes itself (README, SHA256SUMS).
+fn stage_text(dir: &Path, name: &str, text: &str) -> Result<(TempPath, DeployedFile), Error> {
+    let file = DeployedFile {
+        name: name.into(),
+        sha256: hex(&Sha256::digest(text.as_bytes())),
+        size: text.len() as u64,
+        linked: false,
+    };
+    Ok((stage_bytes(dir, text.as_bytes())?, file))
 }
 
 /// Creates `path` as a directory if missing; refuses a symlink or anything else there, so the
