@@ -22,6 +22,10 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// File names `deploy` writes itself; `kernel_name` must not collide with them.
 pub const RESERVED_NAMES: [&str; 4] = ["initramfs.cpio.gz", "rootfs.img", "README", "SHA256SUMS"];
 
+/// Largest spec file read: a real one is a few hundred bytes, and reading stops here even if
+/// the path names something endless.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
 /// Environment variable read when the spec has no `source_date_epoch`.
 pub const SOURCE_DATE_EPOCH_VAR: &str = "SOURCE_DATE_EPOCH";
 
@@ -131,10 +135,24 @@ impl Spec {
     /// Reads and resolves the spec at `path`, taking SOURCE_DATE_EPOCH from the environment when
     /// the spec has no `source_date_epoch`.
     pub fn load(path: &Path) -> Result<Spec, Error> {
-        let text = std::fs::read(path).map_err(|source| Error::Read {
+        use std::io::Read;
+        let read_error = |source| Error::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut text = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_SPEC_BYTES + 1).read_to_end(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_SPEC_BYTES {
+            return Err(Error::Parse {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "it is larger than {} MiB, which no spec is",
+                    MAX_SPEC_BYTES >> 20
+                ),
+            });
+        }
         let raw = RawSpec::parse(&text, path)?;
         let env = std::env::var_os(SOURCE_DATE_EPOCH_VAR);
         raw.resolve(path, env.as_deref())

@@ -61,6 +61,13 @@ fn missing_spec() {
 }
 
 #[test]
+fn endless_spec() {
+    let dir = TestDir::new();
+    let run = dir.run(&["compile", "--spec", "/dev/zero"]);
+    check_line(&run, &["spec /dev/zero is invalid", "larger than 1 MiB"]);
+}
+
+#[test]
 fn malformed_spec() {
     let dir = TestDir::new();
     let fx = Fixture::new(dir.path(), Arch::X86_64);
