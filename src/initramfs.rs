@@ -436,6 +436,28 @@ mod tests {
     }
 
     #[test]
+    fn accepts_the_checksummed_newc_variant() {
+        let mut cpio = archive(true);
+        let (mut at, mut rewritten) = (0, 0);
+        // Rewrite every header's magic to 070702, walking the entries as the checker does.
+        while at + NEWC_HEADER_LEN <= cpio.len() && &cpio[at..at + 6] == b"070701" {
+            cpio[at + 5] = b'2';
+            rewritten += 1;
+            let hex = |i: usize| {
+                let f = &cpio[at + 6 + i * 8..at + 14 + i * 8];
+                u64::from_str_radix(std::str::from_utf8(f).unwrap(), 16).unwrap()
+            };
+            let (size, name) = (hex(6), hex(11));
+            let data = at as u64 + NEWC_HEADER_LEN as u64 + name;
+            let data = data + pad4(data);
+            at = (data + size + pad4(data + size)) as usize;
+        }
+        assert_eq!(rewritten, 3);
+        let s = run(&gzip(&cpio)).unwrap();
+        assert_eq!(s.entries, 2);
+    }
+
+    #[test]
     fn accepts_zero_padding_after_the_gzip_stream() {
         let mut bytes = gzip(&archive(true));
         bytes.extend_from_slice(&[0; 100]);
