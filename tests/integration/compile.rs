@@ -386,3 +386,31 @@ fn a_compile_killed_midway_leaves_the_previous_outputs_and_the_next_run_cleans_u
         .all(|n| !n.contains(".vxn-blobs-tmp-")));
     fx.deploy(&dir);
 }
+
+#[test]
+fn sqfsdiff_sees_only_the_injected_files_change() {
+    if !crate::util::have_tool("sqfsdiff") {
+        return;
+    }
+    let dir = TestDir::new();
+    let fx = Fixture::new(dir.path(), Arch::X86_64);
+    fx.compile(&dir);
+    let out = std::process::Command::new("sqfsdiff")
+        .arg("-a")
+        .arg(fx.input("rootfs"))
+        .arg("-b")
+        .arg(fx.build_dir().join("rootfs.img"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    // Exit 1: different, as the scripts were injected; 2 would mean it could not read one.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(report.contains("vcontainer-init-common.sh"), "{report}");
+    assert!(report.contains("/vxn-init.sh"), "{report}");
+    for line in report.lines() {
+        assert!(
+            line.contains("vxn-init.sh") || line.contains("vcontainer-init-common.sh"),
+            "unexpected difference: {line}\n{report}"
+        );
+    }
+}
