@@ -68,11 +68,7 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
     require_dir(&spec.deploy_dir, "deploy_dir")?;
     let _build_lock = lock_dir(build_dir)?;
 
-    let not_compiled = |reason: String| Error::NotCompiled {
-        build_dir: build_dir.clone(),
-        spec: spec.path.clone(),
-        reason,
-    };
+    let not_compiled = |reason| not_compiled(spec, reason);
     let state = State::read(build_dir).map_err(not_compiled)?;
     if state.tool != TOOL {
         return Err(not_compiled(format!(
@@ -86,17 +82,50 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         ));
     }
 
-    let vxn_dir = ensure_real_dir(&spec.deploy_dir.join("vxn"))?;
-    let dir = ensure_real_dir(&vxn_dir.join(&spec.blob_arch))?;
+    let (vxn_dir, new_vxn) = ensure_real_dir(&spec.deploy_dir.join("vxn"))?;
+    let arch_dir = ensure_real_dir(&vxn_dir.join(&spec.blob_arch));
+    let result = arch_dir.and_then(|(dir, new_dir)| {
+        let result = install(spec, &state, &dir);
+        if result.is_err() && new_dir {
+            remove_dir_if_empty(&dir);
+        }
+        result
+    });
+    if result.is_err() && new_vxn {
+        remove_dir_if_empty(&vxn_dir);
+    }
+    result
+}
+
+/// The refusal to deploy anything but a completed compile of this spec.
+fn not_compiled(spec: &Spec, reason: String) -> Error {
+    Error::NotCompiled {
+        build_dir: spec.build_dir.clone(),
+        spec: spec.path.clone(),
+        reason,
+    }
+}
+
+/// A failed deploy leaves no directory it created behind (rmdir only removes empty ones).
+fn remove_dir_if_empty(dir: &Path) {
+    if let Err(e) = fs::remove_dir(dir) {
+        debug!("leaving {}: {e}", dir.display());
+    }
+}
+
+/// Installs the outputs `state` records into `dir` (`deploy_dir/vxn/<blob_arch>`).
+fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error> {
+    let build_dir = &spec.build_dir;
+    let not_compiled = |reason| not_compiled(spec, reason);
     // Serializes deploys from different build dirs into the same directory; the directory
     // itself is locked so that no lock file ends up among the deployed files.
     let dir_handle = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(&dir)
-        .map_err(|e| refuse_symlink(&dir, e, "open"))?;
-    assemble::flock_exclusive(&dir_handle, &dir)?;
-    remove_stale_temps(&dir);
+        .open(dir)
+        .map_err(|e| refuse_symlink(dir, e, "open"))?;
+    assemble::flock_exclusive(&dir_handle, dir)?;
+    remove_stale_temps(dir);
     let previous_manifest = read_manifest(&dir.join(SUMS_FILE));
 
     // Stage and verify everything before the first rename.
@@ -111,7 +140,7 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
     for (output, name) in &plan {
         let record = &state.outputs[*output];
         let (temp, linked) =
-            stage_output(&build_dir.join(output), &dir, record).map_err(|e| match e {
+            stage_output(&build_dir.join(output), dir, record).map_err(|e| match e {
                 StageError::Mismatch(reason) => not_compiled(reason),
                 StageError::Other(e) => e,
             })?;
@@ -130,9 +159,9 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         .contains_key(KERNEL_OUTPUT)
         .then_some(spec.kernel_name.as_str());
     let readme = readme_text(spec, kernel_name);
-    staged.push(stage_text(&dir, README_FILE, &readme)?);
+    staged.push(stage_text(dir, README_FILE, &readme)?);
     let sums = sums_text(staged.iter().map(|(_, f)| f));
-    staged.push(stage_text(&dir, SUMS_FILE, &sums)?);
+    staged.push(stage_text(dir, SUMS_FILE, &sums)?);
 
     let mut files = Vec::new();
     for (temp, file) in staged {
@@ -148,7 +177,7 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         );
         files.push(file);
     }
-    sync_dir(&dir)?;
+    sync_dir(dir)?;
 
     let installed: BTreeSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
     let mut removed = Vec::new();
@@ -172,10 +201,10 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         }
     }
     if !removed.is_empty() {
-        sync_dir(&dir)?;
+        sync_dir(dir)?;
     }
     Ok(DeployReport {
-        dir,
+        dir: dir.to_path_buf(),
         files,
         removed,
     })
@@ -192,11 +221,11 @@ fn stage_text(dir: &Path, name: &str, text: &str) -> Result<(TempPath, DeployedF
     Ok((stage_bytes(dir, text.as_bytes())?, file))
 }
 
-/// Creates `path` as a directory if missing; refuses a symlink or anything else there, so the
-/// deploy cannot be redirected outside `deploy_dir`.
-fn ensure_real_dir(path: &Path) -> Result<PathBuf, Error> {
+/// Creates `path` as a directory if missing (then the flag is true); refuses a symlink or
+/// anything else there, so the deploy cannot be redirected outside `deploy_dir`.
+fn ensure_real_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(path.to_path_buf()),
+        Ok(meta) if meta.is_dir() => Ok((path.to_path_buf(), false)),
         Ok(meta) if meta.file_type().is_symlink() => Err(Error::Unsafe {
             path: path.to_path_buf(),
             why: "it is a symlink, and deploy only writes into real directories below deploy_dir; remove it".into(),
@@ -214,7 +243,7 @@ fn ensure_real_dir(path: &Path) -> Result<PathBuf, Error> {
                     unwritable("deploy_dir", parent, &e)
                         .unwrap_or_else(|| Error::io("create directory", path)(e))
                 })?;
-            Ok(path.to_path_buf())
+            Ok((path.to_path_buf(), true))
         }
         Err(e) => Err(Error::io("inspect", path)(e)),
     }
