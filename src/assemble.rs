@@ -34,8 +34,22 @@ use crate::kernel;
 use crate::spec::Spec;
 use crate::squashfs::{self, InjectOptions, InjectReport};
 
-/// The tool identity that goes into the digest: a new version never reuses an old build.
-pub const TOOL: &str = concat!("vxn-blobs ", env!("CARGO_PKG_VERSION"));
+/// The tool identity that goes into the digest: the version and a digest of the running
+/// executable, so that neither a new release nor a rebuilt development binary (same version,
+/// changed code) reuses outputs an older build made.
+pub fn tool_identity() -> &'static str {
+    static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOOL.get_or_init(|| {
+        let version = concat!("vxn-blobs ", env!("CARGO_PKG_VERSION"));
+        let exe = std::env::current_exe()
+            .and_then(File::open)
+            .and_then(sha256_reader);
+        match exe {
+            Ok((sha, _)) => format!("{version} (executable sha256 {})", &sha[..16]),
+            Err(_) => version.to_string(),
+        }
+    })
+}
 /// The record of the last completed compile, in `build_dir`.
 pub const STATE_FILE: &str = ".vxn-blobs-state.json";
 /// The lock file that serializes compiles and deploys on one `build_dir`.
@@ -69,7 +83,7 @@ pub struct OutputRecord {
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub format: u32,
-    /// [`TOOL`] of the compile.
+    /// [`tool_identity`] of the compile.
     pub tool: String,
     /// sha256 over the tool, the spec and every input (see `Fingerprint` in the source).
     pub digest: String,
@@ -210,7 +224,7 @@ pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileRepor
 
     let state = State {
         format: STATE_FORMAT,
-        tool: TOOL.to_string(),
+        tool: tool_identity().to_string(),
         digest: fingerprint.digest.clone(),
         spec_sha256: fingerprint.spec_sha256.clone(),
         inputs: fingerprint.inputs.iter().cloned().collect(),
@@ -354,7 +368,7 @@ impl Fingerprint {
             hasher.update(bytes);
         };
         put(b"vxn-blobs compile digest 1");
-        put(TOOL.as_bytes());
+        put(tool_identity().as_bytes());
         put(spec_sha256.as_bytes());
         for (label, sha) in &inputs {
             put(label.as_bytes());
@@ -391,8 +405,12 @@ impl Fingerprint {
     /// Why the previous compile's record does not fit, in words.
     fn describe_change(&self, previous: &State) -> String {
         let mut what = Vec::new();
-        if previous.tool != TOOL {
-            what.push(format!("the tool changed ({} -> {TOOL})", previous.tool));
+        if previous.tool != tool_identity() {
+            what.push(format!(
+                "the tool changed ({} -> {})",
+                previous.tool,
+                tool_identity()
+            ));
         }
         if previous.spec_sha256 != self.spec_sha256 {
             what.push("the spec changed".to_string());
@@ -827,7 +845,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut state = State {
             format: STATE_FORMAT,
-            tool: TOOL.into(),
+            tool: tool_identity().into(),
             digest: "d".into(),
             spec_sha256: "s".into(),
             inputs: BTreeMap::new(),

@@ -30,7 +30,7 @@ use tempfile::TempPath;
 use crate::assemble::{
     self, commit, hex, lock_dir, new_temp, open_no_follow, refuse_symlink, remove_stale_temps,
     require_dir, sha256_reader, stage_bytes, sync_dir, unwritable, OutputRecord, State,
-    INITRAMFS_OUTPUT, KERNEL_OUTPUT, OUTPUT_MODE, ROOTFS_OUTPUT, TOOL,
+    INITRAMFS_OUTPUT, KERNEL_OUTPUT, OUTPUT_MODE, ROOTFS_OUTPUT,
 };
 use crate::error::Error;
 use crate::spec::Spec;
@@ -70,10 +70,11 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
 
     let not_compiled = |reason| not_compiled(spec, reason);
     let state = State::read(build_dir).map_err(not_compiled)?;
-    if state.tool != TOOL {
+    if state.tool != assemble::tool_identity() {
         return Err(not_compiled(format!(
-            "it was made by {}, this is {TOOL}",
-            state.tool
+            "it was made by {}, this is {}",
+            state.tool,
+            assemble::tool_identity()
         )));
     }
     if state.spec_sha256 != hex(&Sha256::digest(spec.canonical_bytes())) {
