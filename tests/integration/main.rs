@@ -4,5 +4,7 @@ mod bad_input;
 mod cli;
 mod compile;
 mod deploy;
+mod engine;
+mod fixtures;
 mod spec;
 mod util;
