@@ -1,0 +1,1261 @@
+//! `vxn-blobs inject` judged by the real tools: for every fixture image (gzip, xz, zstd; 128K and
+//! 1M blocks) the output must differ from the input only in the two injected files, as seen by
+//! squashfs-tools (`unsquashfs`), squashfs-tools-ng (`sqfsdiff`, `rdsquashfs`) and, where a loop
+//! mount is allowed, the kernel. Also: byte-identical reruns, SOURCE_DATE_EPOCH, `install`-like
+//! replacement of a hardlinked file, and clean failures on bad input.
+//!
+//! Checks collect every difference they find before failing, so one run tells the engine's
+//! author everything that is wrong with a fixture, not just the first thing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::fixtures::{self, can_run, run_ok, Image, Tree};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vxn-blobs");
+const TOOLS: &[&str] = &["mksquashfs", "unsquashfs", "sqfsdiff", "rdsquashfs"];
+
+/// What the binary did.
+struct Run {
+    ok: bool,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `vxn-blobs` with `args`; SOURCE_DATE_EPOCH is removed unless `sde` gives it.
+fn vxn<I, S>(args: I, sde: Option<&str>) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
+    if let Some(v) = sde {
+        cmd.env("SOURCE_DATE_EPOCH", v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+    Run {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The two init scripts the seed injects, written on the host.
+struct Scripts {
+    _dir: tempfile::TempDir,
+    init: PathBuf,
+    common: PathBuf,
+    init_bytes: Vec<u8>,
+    common_bytes: Vec<u8>,
+}
+
+impl Scripts {
+    /// (image path, bytes) of what the seed's injection puts in the image.
+    fn injected(&self) -> [(&'static str, &Vec<u8>); 2] {
+        [
+            (fixtures::OLD_INIT, &self.init_bytes),
+            (fixtures::COMMON_INIT, &self.common_bytes),
+        ]
+    }
+}
+
+fn scripts() -> Scripts {
+    let dir = tempfile::tempdir().unwrap();
+    let mut init_bytes = b"#!/bin/sh\n# vxn init (injected)\n".to_vec();
+    // Larger than a page and than the old file, so a size or fragment mix-up shows.
+    for i in 0..200 {
+        init_bytes.extend_from_slice(format!("echo step {i}\n").as_bytes());
+    }
+    let common_bytes = b"#!/bin/sh\n# shared helpers (injected)\n".to_vec();
+    let init = dir.path().join("vxn-init.sh");
+    let common = dir.path().join("vcontainer-init-common.sh");
+    fs::write(&init, &init_bytes).unwrap();
+    fs::write(&common, &common_bytes).unwrap();
+    Scripts {
+        _dir: dir,
+        init,
+        common,
+        init_bytes,
+        common_bytes,
+    }
+}
+
+/// The seed's injection: /vxn-init.sh at 0755 explicitly, /vcontainer-init-common.sh at the
+/// default mode.
+fn inject_args(input: &Path, output: &Path, s: &Scripts, keep: bool) -> Vec<OsString> {
+    let mut add_init = OsString::from(s.init.as_os_str());
+    add_init.push(":/vxn-init.sh:0755");
+    let mut add_common = OsString::from(s.common.as_os_str());
+    add_common.push(":/vcontainer-init-common.sh");
+    let mut args: Vec<OsString> = vec![
+        "inject".into(),
+        input.into(),
+        "--output".into(),
+        output.into(),
+        "--add".into(),
+        add_init,
+        "--add".into(),
+        add_common,
+    ];
+    if keep {
+        args.extend(["--compression".into(), "keep".into()]);
+    }
+    args
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
+}
+
+fn sha256(path: &Path) -> String {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// mkfs time straight from the superblock (offset 8, little-endian u32).
+fn mkfs_time(image: &Path) -> u32 {
+    let b = fs::read(image).unwrap();
+    u32::from_le_bytes([b[8], b[9], b[10], b[11]])
+}
+
+/// `unsquashfs -lln` as a map from image path ("/" for the root) to the line without its name.
+fn listing(image: &Path) -> BTreeMap<String, String> {
+    let text = stdout_of(Command::new("unsquashfs").args(["-lln", "-UTC"]).arg(image));
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let Some(at) = line.find("squashfs-root") else {
+            continue;
+        };
+        let rest = &line[at + "squashfs-root".len()..];
+        let (name, target) = match rest.find(" -> ") {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let path = if name.is_empty() { "/" } else { name };
+        map.insert(
+            path.to_string(),
+            format!("{}{target}", line[..at].trim_end()),
+        );
+    }
+    map
+}
+
+/// `rdsquashfs -s` reduced to what must survive: type (basic/extended is representation),
+/// mode, owner, mtime, link count, size, sparse bytes, link target, device number, and whether
+/// a directory has an index. Inode numbers, table positions and id/xattr indices may change.
+fn stat(image: &Path, path: &str) -> (BTreeMap<String, String>, u64) {
+    let text = stdout_of(Command::new("rdsquashfs").arg("-s").arg(path).arg(image));
+    let mut fields = BTreeMap::new();
+    let mut ino = 0;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(": ") else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "Inode number" => ino = v.parse().unwrap_or(0),
+            "Inode type" => {
+                let v = v
+                    .trim_start_matches("extended ")
+                    .trim_start_matches("basic ");
+                fields.insert(k.to_string(), v.to_string());
+            }
+            "UID" | "GID" => {
+                let id = v.split(" (").next().unwrap_or(v);
+                fields.insert(k.to_string(), id.to_string());
+            }
+            "Directory index entries" => {
+                let has = if v == "0" { "none" } else { "some" };
+                fields.insert("Directory index".into(), has.into());
+            }
+            "Access" | "Last modified" | "Hard link count" | "File size" | "Sparse"
+            | "Link target" | "Device number" => {
+                fields.insert(k.to_string(), v.to_string());
+            }
+            _ => {}
+        }
+    }
+    // A basic file inode has no link count or sparse field: it means one link, no holes.
+    if fields.get("Inode type").map(String::as_str) == Some("file") {
+        fields
+            .entry("Hard link count".into())
+            .or_insert_with(|| "1".into());
+        fields.entry("Sparse".into()).or_insert_with(|| "0".into());
+    }
+    (fields, ino)
+}
+
+fn xattrs(image: &Path, path: &str) -> String {
+    stdout_of(Command::new("rdsquashfs").arg("-x").arg(path).arg(image))
+}
+
+/// `unsquashfs -s` lines a test compares: compressor (with its options), block size, NFS
+/// export, and the counts of ids, xattr ids and inodes.
+struct Super {
+    compression: Vec<String>,
+    block_size: String,
+    exportable: bool,
+    ids: String,
+    xattr_ids: String,
+    inodes: u64,
+}
+
+fn superblock(image: &Path) -> Super {
+    let text = stdout_of(Command::new("unsquashfs").arg("-s").arg(image));
+    let mut compression = Vec::new();
+    let mut in_comp = false;
+    let mut s = Super {
+        compression: Vec::new(),
+        block_size: String::new(),
+        exportable: false,
+        ids: String::new(),
+        xattr_ids: String::new(),
+        inodes: 0,
+    };
+    for line in text.lines() {
+        if line.starts_with("Compression ") {
+            in_comp = true;
+            compression.push(line.to_string());
+            continue;
+        }
+        if in_comp && line.starts_with('\t') {
+            compression.push(line.trim().to_string());
+            continue;
+        }
+        in_comp = false;
+        if let Some(v) = line.strip_prefix("Block size ") {
+            s.block_size = v.to_string();
+        } else if line == "Filesystem is exportable via NFS" {
+            s.exportable = true;
+        } else if let Some(v) = line.strip_prefix("Number of ids ") {
+            s.ids = v.to_string();
+        } else if let Some(v) = line.strip_prefix("Number of xattr ids ") {
+            s.xattr_ids = v.to_string();
+        } else if let Some(v) = line.strip_prefix("Number of inodes ") {
+            s.inodes = v.parse().unwrap_or(0);
+        }
+    }
+    s.compression = compression;
+    s
+}
+
+/// A read-only loop mount, unmounted on drop.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts `image`, or says why it cannot (not root, no loop devices, no squashfs module).
+    fn new(image: &Path) -> Result<Mount, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(image)
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot start mount: {e}"))?;
+        if out.status.success() {
+            Ok(Mount { dir })
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    fn path(&self, image_path: &str) -> PathBuf {
+        self.dir.path().join(image_path.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Every xattr of `path` itself, read through the kernel.
+fn host_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let c = fixtures::c_path(path);
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: valid path and a buffer of the length given.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        // An image without an xattr table answers "not supported": it has none.
+        if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            return BTreeMap::new();
+        }
+        panic!("llistxattr {}: {e}", path.display());
+    }
+    names.truncate(n as usize);
+    let mut out = BTreeMap::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).unwrap();
+        let mut value = vec![0u8; 64 * 1024];
+        // SAFETY: valid C strings and a buffer of the length given.
+        let len = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert!(len >= 0, "lgetxattr {}", path.display());
+        value.truncate(len as usize);
+        out.insert(String::from_utf8_lossy(name).into_owned(), value);
+    }
+    out
+}
+
+/// Compares the two mounted trees path by path through the kernel: metadata, xattrs, symlink
+/// targets, contents, hardlink groups. Also looks a name up in the indexed directory.
+fn compare_mounts(a: &Mount, b: &Mount, injected: &[&str], fail: &mut Vec<String>) {
+    let mut paths_a = Vec::new();
+    fixtures::collect(a.dir.path(), &mut paths_a);
+    let mut paths_b = Vec::new();
+    fixtures::collect(b.dir.path(), &mut paths_b);
+    let rel = |root: &Path, ps: &[PathBuf]| -> BTreeSet<String> {
+        ps.iter()
+            .map(|p| format!("/{}", p.strip_prefix(root).unwrap().display()))
+            .collect()
+    };
+    let set_a = rel(a.dir.path(), &paths_a);
+    let set_b = rel(b.dir.path(), &paths_b);
+    let added: Vec<_> = set_b.difference(&set_a).collect();
+    let removed: Vec<_> = set_a.difference(&set_b).collect();
+    if removed.iter().any(|p| !injected.contains(&p.as_str()))
+        || added.iter().any(|p| !injected.contains(&p.as_str()))
+    {
+        fail.push(format!(
+            "kernel: path sets differ: only in input {removed:?}, only in output {added:?}"
+        ));
+    }
+    let mut groups_a: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    let mut groups_b: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for p in set_a.intersection(&set_b) {
+        if injected.contains(&p.as_str()) {
+            continue;
+        }
+        let (pa, pb) = (a.path(p), b.path(p));
+        let (ma, mb) = match (fs::symlink_metadata(&pa), fs::symlink_metadata(&pb)) {
+            (Ok(ma), Ok(mb)) => (ma, mb),
+            (ra, rb) => {
+                fail.push(format!("kernel: lstat {p}: input {ra:?}, output {rb:?}"));
+                continue;
+            }
+        };
+        let key = |m: &fs::Metadata| {
+            let size = if m.is_dir() { 0 } else { m.size() };
+            (
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.nlink(),
+                m.rdev(),
+                size,
+                m.mtime(),
+            )
+        };
+        if key(&ma) != key(&mb) && !(p == "/" && ma.mode() == mb.mode()) {
+            fail.push(format!(
+                "kernel: {p}: (mode, uid, gid, nlink, rdev, size, mtime) input {:?} output {:?}",
+                key(&ma),
+                key(&mb)
+            ));
+        }
+        if ma.is_file() && ma.nlink() > 1 {
+            groups_a.entry(ma.ino()).or_default().insert(p);
+            groups_b.entry(mb.ino()).or_default().insert(p);
+        }
+        if host_xattrs(&pa) != host_xattrs(&pb) {
+            fail.push(format!(
+                "kernel: {p}: xattrs input {:?} output {:?}",
+                host_xattrs(&pa),
+                host_xattrs(&pb)
+            ));
+        }
+        if ma.file_type().is_symlink() {
+            if fs::read_link(&pa).ok() != fs::read_link(&pb).ok() {
+                fail.push(format!("kernel: {p}: symlink target differs"));
+            }
+        } else if ma.is_file() {
+            match (fs::read(&pa), fs::read(&pb)) {
+                (Ok(x), Ok(y)) if x == y => {}
+                (Ok(_), Ok(_)) => fail.push(format!("kernel: {p}: contents differ")),
+                (ra, rb) => fail.push(format!(
+                    "kernel: read {p}: input {:?}, output {:?}",
+                    ra.err(),
+                    rb.err()
+                )),
+            }
+        }
+    }
+    let ga: BTreeSet<_> = groups_a.into_values().collect();
+    let gb: BTreeSet<_> = groups_b.into_values().collect();
+    if ga != gb {
+        fail.push(format!(
+            "kernel: hardlink groups differ: input {ga:?} output {gb:?}"
+        ));
+    }
+    // A lookup by exact name goes through the directory index of a large directory.
+    let names = fixtures::big_dir_names();
+    for name in [&names[0], &names[names.len() / 2], &names[names.len() - 1]] {
+        let p = b.path(fixtures::BIG_DIR).join(name);
+        if let Err(e) = fs::metadata(&p) {
+            fail.push(format!("kernel: stat {} in the output: {e}", p.display()));
+        }
+    }
+}
+
+/// Everything one injection must satisfy; returns the list of what does not hold.
+fn check_injection(img: &Image, out: &Path, s: &Scripts, keep: bool) -> Vec<String> {
+    let mut fail = Vec::new();
+    let injected = [fixtures::OLD_INIT, fixtures::COMMON_INIT];
+    let is_injected = |p: &str| injected.contains(&p);
+
+    // sqfsdiff: only the injected paths and at most the root's timestamp may differ.
+    let diff = Command::new("sqfsdiff")
+        .arg("--timestamps")
+        .arg("-a")
+        .arg(&img.path)
+        .arg("-b")
+        .arg(out)
+        .output()
+        .unwrap();
+    let diff_text = String::from_utf8_lossy(&diff.stdout).into_owned();
+    if diff.status.code() != Some(1) {
+        fail.push(format!(
+            "sqfsdiff: expected exit 1 (differences in the injected paths), got {:?}: {}{}",
+            diff.status.code(),
+            diff_text,
+            String::from_utf8_lossy(&diff.stderr)
+        ));
+    }
+    for line in diff_text.lines() {
+        let about_injected =
+            line.contains("vxn-init.sh") || line.contains("vcontainer-init-common.sh");
+        if !about_injected && line != "/ has a different timestamp" {
+            fail.push(format!("sqfsdiff: unexpected difference: {line}"));
+        }
+    }
+    if !diff_text.contains("> vcontainer-init-common.sh") {
+        fail.push(format!(
+            "sqfsdiff: the new /vcontainer-init-common.sh is not reported as added:\n{diff_text}"
+        ));
+    }
+
+    // unsquashfs -lln: equal apart from the injected lines and the root's size/time.
+    let la = listing(&img.path);
+    let lb = listing(out);
+    for (p, line) in &la {
+        if is_injected(p) {
+            continue;
+        }
+        match lb.get(p) {
+            None => fail.push(format!("unsquashfs -lln: {p} missing from the output")),
+            Some(other) if p == "/" => {
+                let head = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                if head(line) != head(other) {
+                    fail.push(format!(
+                        "unsquashfs -lln: root: input {line:?} output {other:?}"
+                    ));
+                }
+            }
+            Some(other) if other != line => fail.push(format!(
+                "unsquashfs -lln: {p}: input {line:?} output {other:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for p in lb.keys() {
+        if !la.contains_key(p) && !is_injected(p) {
+            fail.push(format!("unsquashfs -lln: unexpected new path {p}"));
+        }
+    }
+    for (p, bytes) in s.injected() {
+        let want = "-rwxr-xr-x 0/0";
+        match lb.get(p) {
+            Some(l)
+                if l.starts_with(want)
+                    && l.split_whitespace().nth(2) == Some(&bytes.len().to_string()) => {}
+            other => fail.push(format!(
+                "unsquashfs -lln: {p}: expected {want} with size {}, got {other:?}",
+                bytes.len()
+            )),
+        }
+    }
+
+    // rdsquashfs -s and -x for every path: metadata, link counts, xattrs, hardlink groups.
+    let mut groups_a: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    let mut groups_b: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for p in la.keys().filter(|p| !is_injected(p) && lb.contains_key(*p)) {
+        let (mut fa, ia) = stat(&img.path, p);
+        let (mut fb, ib) = stat(out, p);
+        if p == "/" {
+            for f in [&mut fa, &mut fb] {
+                f.remove("Last modified");
+                f.remove("File size");
+            }
+        }
+        if fa != fb {
+            fail.push(format!("rdsquashfs -s {p}: input {fa:?} output {fb:?}"));
+        }
+        if fa.get("Hard link count").map(String::as_str) != Some("1")
+            && fa.get("Inode type").map(String::as_str) == Some("file")
+        {
+            groups_a.entry(ia).or_default().insert(p);
+            groups_b.entry(ib).or_default().insert(p);
+        }
+        let (xa, xb) = (xattrs(&img.path, p), xattrs(out, p));
+        if xa != xb {
+            fail.push(format!("rdsquashfs -x {p}: input {xa:?} output {xb:?}"));
+        }
+    }
+    let ga: BTreeSet<_> = groups_a.into_values().collect();
+    let gb: BTreeSet<_> = groups_b.into_values().collect();
+    if ga != gb || ga.len() != 2 {
+        fail.push(format!(
+            "hardlink groups (rdsquashfs -s inode numbers): input {ga:?} output {gb:?}"
+        ));
+    }
+    for p in injected {
+        let x = xattrs(out, p);
+        if !x.trim().is_empty() {
+            fail.push(format!("rdsquashfs -x {p}: injected file has xattrs {x:?}"));
+        }
+        let (f, _) = stat(out, p);
+        let mtime = f.get("Last modified").cloned().unwrap_or_default();
+        if !mtime.ends_with(&format!("({})", fixtures::MKFS_TIME)) {
+            fail.push(format!(
+                "rdsquashfs -s {p}: mtime {mtime:?}, expected the input's mkfs time {}",
+                fixtures::MKFS_TIME
+            ));
+        }
+        if f.get("Hard link count").map(String::as_str) != Some("1") {
+            fail.push(format!("rdsquashfs -s {p}: link count {f:?}, expected 1"));
+        }
+    }
+
+    // Injected contents, as squashfs-tools-ng extracts them.
+    for (p, bytes) in s.injected() {
+        let got = Command::new("rdsquashfs")
+            .arg("-c")
+            .arg(p)
+            .arg(out)
+            .output()
+            .unwrap();
+        if !got.status.success() || &got.stdout != bytes {
+            fail.push(format!(
+                "rdsquashfs -c {p}: contents differ from the source ({} bytes, want {}) {}",
+                got.stdout.len(),
+                bytes.len(),
+                String::from_utf8_lossy(&got.stderr)
+            ));
+        }
+    }
+
+    // unsquashfs -s: export table, xattr ids, ids, block size, compressor, inode count.
+    let (sa, sb) = (superblock(&img.path), superblock(out));
+    if sa.exportable != sb.exportable || !sb.exportable {
+        fail.push(format!(
+            "unsquashfs -s: exportable via NFS: input {} output {}",
+            sa.exportable, sb.exportable
+        ));
+    }
+    if sa.xattr_ids != sb.xattr_ids {
+        fail.push(format!(
+            "unsquashfs -s: xattr ids: input {} output {}",
+            sa.xattr_ids, sb.xattr_ids
+        ));
+    }
+    if sa.ids != sb.ids {
+        fail.push(format!(
+            "unsquashfs -s: ids: input {} output {}",
+            sa.ids, sb.ids
+        ));
+    }
+    if sa.block_size != sb.block_size || sb.block_size != img.block_size.to_string() {
+        fail.push(format!(
+            "unsquashfs -s: block size: input {} output {}",
+            sa.block_size, sb.block_size
+        ));
+    }
+    if sb.inodes != sa.inodes + 1 {
+        fail.push(format!(
+            "unsquashfs -s: inodes: input {} output {}, expected one more (one new file, one replaced)",
+            sa.inodes, sb.inodes
+        ));
+    }
+    let want_comp = if keep {
+        sa.compression.clone()
+    } else {
+        vec!["Compression xz".to_string()]
+    };
+    let got_comp_head: Vec<String> = if keep {
+        sb.compression.clone()
+    } else {
+        sb.compression.iter().take(1).cloned().collect()
+    };
+    if got_comp_head != want_comp {
+        fail.push(format!(
+            "unsquashfs -s: compression: input {:?} output {:?}, expected {want_comp:?}",
+            sa.compression, sb.compression
+        ));
+    }
+    if mkfs_time(out) != fixtures::MKFS_TIME {
+        fail.push(format!(
+            "superblock: mkfs time {} , expected the input's {}",
+            mkfs_time(out),
+            fixtures::MKFS_TIME
+        ));
+    }
+
+    // The kernel, where a loop mount is allowed.
+    match (Mount::new(&img.path), Mount::new(out)) {
+        (Ok(ma), Ok(mb)) => {
+            compare_mounts(&ma, &mb, &injected, &mut fail);
+            for (p, bytes) in s.injected() {
+                match fs::read(mb.path(p)) {
+                    Ok(got) if &got == bytes => {}
+                    other => fail.push(format!(
+                        "kernel: {p} does not read back as the source: {:?}",
+                        other.map(|v| v.len())
+                    )),
+                }
+            }
+            let cap = host_xattrs(&mb.path(fixtures::CAP_FILE));
+            if cap.get("security.capability").map(Vec::as_slice) != Some(&fixtures::CAP_VALUE[..]) {
+                fail.push(format!(
+                    "kernel: {} capability: {cap:?}",
+                    fixtures::CAP_FILE
+                ));
+            }
+            match fs::symlink_metadata(mb.path(fixtures::CHAR_DEV)) {
+                Ok(m) if m.rdev() == libc::makedev(5, 1) && m.gid() == 5 => {}
+                other => fail.push(format!("kernel: {}: {other:?}", fixtures::CHAR_DEV)),
+            }
+        }
+        (ra, rb) => {
+            let why = [ra.err(), rb.err()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>();
+            eprintln!(
+                "NOTE {}: kernel checks skipped, loop mount impossible: {why:?}",
+                img.name
+            );
+        }
+    }
+    fail
+}
+
+/// Injects into one fixture image with the default (xz) and with `keep`, and checks both.
+fn fidelity(comp: &'static str, block: (&'static str, u32)) {
+    let test = format!("fidelity {comp} {}", block.0);
+    if !can_run(&test, TOOLS) {
+        return;
+    }
+    let tree = fixtures::build_tree();
+    let img = fixtures::image(&tree, comp, block);
+    let s = scripts();
+    let mut failures = Vec::new();
+    for keep in [false, true] {
+        let variant = format!("{} -> {}", img.name, if keep { "keep" } else { "xz" });
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("rootfs.img");
+        let run = vxn(inject_args(&img.path, &out, &s, keep), None);
+        if !run.ok || run.stderr.contains("panicked") {
+            failures.push(format!("{variant}: inject failed: {}", run.describe()));
+            continue;
+        }
+        let names: Vec<_> = fs::read_dir(out_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if names != [OsString::from("rootfs.img")] {
+            failures.push(format!("{variant}: output directory holds {names:?}"));
+            continue;
+        }
+        failures.extend(
+            check_injection(&img, &out, &s, keep)
+                .into_iter()
+                .map(|f| format!("{variant}: {f}")),
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{test}: {} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn fidelity_gzip_128k() {
+    fidelity("gzip", fixtures::BLOCK_SIZES[0]);
+}
+#[test]
+fn fidelity_gzip_1m() {
+    fidelity("gzip", fixtures::BLOCK_SIZES[1]);
+}
+#[test]
+fn fidelity_xz_128k() {
+    fidelity("xz", fixtures::BLOCK_SIZES[0]);
+}
+#[test]
+fn fidelity_xz_1m() {
+    fidelity("xz", fixtures::BLOCK_SIZES[1]);
+}
+#[test]
+fn fidelity_zstd_128k() {
+    fidelity("zstd", fixtures::BLOCK_SIZES[0]);
+}
+#[test]
+fn fidelity_zstd_1m() {
+    fidelity("zstd", fixtures::BLOCK_SIZES[1]);
+}
+
+#[test]
+fn keep_preserves_compressor_options() {
+    if !can_run("keep_preserves_compressor_options", TOOLS) {
+        return;
+    }
+    let tree = fixtures::build_tree();
+    let s = scripts();
+    for (comp, opts) in [
+        ("zstd", &["-Xcompression-level", "3"][..]),
+        ("xz", &["-Xbcj", "x86", "-Xdict-size", "50%"][..]),
+    ] {
+        let input = tree.dir.path().join(format!("{comp}-opts.squashfs"));
+        fixtures::mksquashfs(&tree.root, &input, comp, "128K", opts);
+        let out = tree.dir.path().join(format!("{comp}-opts-out.squashfs"));
+        let run = vxn(inject_args(&input, &out, &s, true), None);
+        assert!(run.ok, "{comp} {opts:?} keep: {}", run.describe());
+        let (a, b) = (superblock(&input), superblock(&out));
+        assert!(a.compression.len() > 1, "{:?}", a.compression);
+        assert_eq!(a.compression, b.compression, "{comp} {opts:?} with keep");
+    }
+}
+
+/// What a correct injection looks like, made without our engine: the two files placed in the
+/// tree as `install -m 0755 -o 0 -g 0` would, with the input's mkfs time as mtime, and the tree
+/// imaged again by mksquashfs with `extra` options.
+fn reference_output(tree: &Tree, s: &Scripts, name: &str, extra: &[&str]) -> PathBuf {
+    for (p, bytes) in s.injected() {
+        let host = tree.host(p);
+        let _ = fs::remove_file(&host);
+        fs::write(&host, bytes).unwrap();
+        std::os::unix::fs::chown(&host, Some(0), Some(0)).unwrap();
+        fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fixtures::set_mtime(&host, i64::from(fixtures::MKFS_TIME));
+    }
+    let out = tree.dir.path().join(name);
+    fixtures::mksquashfs(&tree.root, &out, "xz", "128K", extra);
+    out
+}
+
+/// The oracle must accept a correct injection and reject each kind of loss it exists to catch;
+/// otherwise a green fidelity test would mean nothing.
+#[test]
+fn oracle_accepts_a_reference_injection_and_rejects_losses() {
+    if !can_run("oracle self-test", TOOLS) {
+        return;
+    }
+    let (tree, img) = gzip_fixture();
+    let s = scripts();
+    let good = reference_output(&tree, &s, "reference.img", &[]);
+    let problems = check_injection(&img, &good, &s, false);
+    assert!(
+        problems.is_empty(),
+        "the oracle rejects mksquashfs's own injection:\n{}",
+        problems.join("\n")
+    );
+    for (extra, expect) in [
+        (&["-no-xattrs"][..], "rdsquashfs -x /etc/hostname"),
+        (&["-no-exports"][..], "exportable via NFS"),
+        (&["-all-root"][..], "unsquashfs -lln: /home/user"),
+        (&["-b", "1M"][..], "block size"),
+        (&["-all-time", "1"][..], "rdsquashfs -s /usr/lib/big-3m.bin"),
+    ] {
+        let bad = reference_output(&tree, &s, "lossy.img", extra);
+        let problems = check_injection(&img, &bad, &s, false);
+        assert!(
+            problems.iter().any(|p| p.contains(expect)),
+            "with mksquashfs {extra:?} the oracle should report {expect:?}, got:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
+fn gzip_fixture() -> (Tree, Image) {
+    let tree = fixtures::build_tree();
+    let img = fixtures::image(&tree, "gzip", fixtures::BLOCK_SIZES[0]);
+    (tree, img)
+}
+
+#[test]
+fn two_runs_are_byte_identical() {
+    if !can_run("two_runs_are_byte_identical", TOOLS) {
+        return;
+    }
+    let (tree, img) = gzip_fixture();
+    let s = scripts();
+    let outs: Vec<PathBuf> = (0..3)
+        .map(|i| tree.dir.path().join(format!("out-{i}.img")))
+        .collect();
+    for (i, out) in outs.iter().enumerate() {
+        let mut args = inject_args(&img.path, out, &s, false);
+        // The third run uses one thread: the output must not depend on parallelism either.
+        if i == 2 {
+            args.extend(["--jobs".into(), "1".into()]);
+        }
+        let run = vxn(args, None);
+        assert!(run.ok, "run {i}: {}", run.describe());
+    }
+    assert_eq!(sha256(&outs[0]), sha256(&outs[1]), "two identical runs");
+    assert_eq!(
+        sha256(&outs[0]),
+        sha256(&outs[2]),
+        "default jobs vs --jobs 1"
+    );
+    for keep_run in 0..2 {
+        let out = tree.dir.path().join(format!("keep-{keep_run}.img"));
+        let run = vxn(inject_args(&img.path, &out, &s, true), None);
+        assert!(run.ok, "keep run {keep_run}: {}", run.describe());
+    }
+    assert_eq!(
+        sha256(&tree.dir.path().join("keep-0.img")),
+        sha256(&tree.dir.path().join("keep-1.img")),
+        "two identical keep runs"
+    );
+}
+
+#[test]
+fn source_date_epoch_sets_injected_mtime_and_mkfs_time() {
+    if !can_run("source_date_epoch", TOOLS) {
+        return;
+    }
+    let (tree, img) = gzip_fixture();
+    let s = scripts();
+    let sde = 1_234_567_890u32;
+    let out = tree.dir.path().join("sde.img");
+    let run = vxn(
+        inject_args(&img.path, &out, &s, false),
+        Some(&sde.to_string()),
+    );
+    assert!(run.ok, "{}", run.describe());
+    assert_eq!(mkfs_time(&out), sde, "output mkfs time");
+    for p in [fixtures::OLD_INIT, fixtures::COMMON_INIT] {
+        let (f, _) = stat(&out, p);
+        let mtime = f.get("Last modified").cloned().unwrap_or_default();
+        assert!(mtime.ends_with(&format!("({sde})")), "{p}: {mtime}");
+    }
+    // Files not injected keep their own mtimes.
+    let (a, _) = stat(&img.path, fixtures::OWNED_1000);
+    let (b, _) = stat(&out, fixtures::OWNED_1000);
+    assert_eq!(a.get("Last modified"), b.get("Last modified"));
+}
+
+#[test]
+fn replacing_a_hardlinked_file_leaves_its_other_links_alone() {
+    if !can_run("replacing_a_hardlinked_file", TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("vxn-init.sh"), fixtures::OLD_INIT_CONTENT).unwrap();
+    fs::hard_link(root.join("vxn-init.sh"), root.join("etc/init-a")).unwrap();
+    fs::hard_link(root.join("vxn-init.sh"), root.join("etc/init-b")).unwrap();
+    std::os::unix::fs::chown(root.join("vxn-init.sh"), Some(1000), Some(1000)).unwrap();
+    fixtures::lsetxattr(&root.join("etc/init-a"), "user.kept", b"yes");
+    let input = dir.path().join("in.img");
+    fixtures::mksquashfs(&root, &input, "gzip", "128K", &[]);
+    let out = dir.path().join("out.img");
+    let s = scripts();
+    let run = vxn(inject_args(&input, &out, &s, false), None);
+    assert!(run.ok, "{}", run.describe());
+
+    let cat = |p: &str| run_ok(Command::new("rdsquashfs").arg("-c").arg(p).arg(&out)).stdout;
+    assert_eq!(cat("/vxn-init.sh"), s.init_bytes);
+    assert_eq!(cat("/etc/init-a"), fixtures::OLD_INIT_CONTENT);
+    assert_eq!(cat("/etc/init-b"), fixtures::OLD_INIT_CONTENT);
+    let (new, new_ino) = stat(&out, "/vxn-init.sh");
+    let (a, a_ino) = stat(&out, "/etc/init-a");
+    let (b, b_ino) = stat(&out, "/etc/init-b");
+    assert_eq!(
+        new.get("Hard link count").map(String::as_str),
+        Some("1"),
+        "{new:?}"
+    );
+    assert_eq!(new.get("UID").map(String::as_str), Some("0"));
+    assert_eq!(new.get("Access").map(String::as_str), Some("0755"));
+    assert_eq!(a_ino, b_ino, "the remaining links share one inode");
+    assert_ne!(a_ino, new_ino);
+    assert_eq!(
+        a.get("Hard link count").map(String::as_str),
+        Some("2"),
+        "{a:?}"
+    );
+    assert_eq!(a.get("UID").map(String::as_str), Some("1000"));
+    assert_eq!(a, b);
+    assert_eq!(xattrs(&out, "/etc/init-b").trim(), "user.kept=yes");
+    assert_eq!(xattrs(&out, "/vxn-init.sh").trim(), "");
+}
+
+// ---- bad input -------------------------------------------------------------------------------
+
+/// A small valid image and the scripts, for the error cases to spoil.
+struct Bad {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    scripts: Scripts,
+}
+
+fn bad_setup(comp: &str) -> Bad {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::write(root.join("etc/hostname"), b"vxn\n").unwrap();
+    fs::write(root.join("usr/bin/tool"), fixtures::noise(300 * 1024, 9)).unwrap();
+    fixtures::lsetxattr(&root.join("etc/hostname"), "user.a", b"1");
+    let image = dir.path().join("in.img");
+    fixtures::mksquashfs(&root, &image, comp, "128K", &[]);
+    Bad {
+        dir,
+        image,
+        scripts: scripts(),
+    }
+}
+
+/// Runs an injection that must fail and checks that it failed cleanly: non-zero exit, a
+/// message naming `names`, no panic, nothing at OUTPUT and nothing else left beside it.
+fn expect_clean_failure(case: &str, args: Vec<OsString>, out: &Path, names: &str) -> Vec<String> {
+    let run = vxn(args, None);
+    let mut fail = Vec::new();
+    if run.ok {
+        fail.push(format!("{case}: exited 0"));
+    }
+    if run.code.is_none() {
+        fail.push(format!("{case}: killed by a signal"));
+    }
+    if run.stderr.contains("panicked") {
+        fail.push(format!("{case}: panicked"));
+    }
+    if !run.stderr.contains(names) {
+        fail.push(format!("{case}: message does not name {names:?}"));
+    }
+    if out.exists() {
+        fail.push(format!("{case}: {} exists", out.display()));
+    }
+    if let Ok(rd) = fs::read_dir(out.parent().unwrap()) {
+        let left: Vec<_> = rd.map(|e| e.unwrap().file_name()).collect();
+        if !left.is_empty() {
+            fail.push(format!("{case}: left {left:?} beside the output"));
+        }
+    }
+    if !fail.is_empty() {
+        fail.push(format!("{case}: {}", run.describe()));
+    }
+    fail
+}
+
+/// A fresh, empty output directory per case.
+fn out_path(bad: &Bad, case: &str) -> PathBuf {
+    let d = bad
+        .dir
+        .path()
+        .join(format!("out-{}", case.replace(' ', "-")));
+    fs::create_dir_all(&d).unwrap();
+    d.join("rootfs.img")
+}
+
+fn report(fail: Vec<String>) {
+    assert!(fail.is_empty(), "{}", fail.join("\n"));
+}
+
+#[test]
+fn bad_input_image_files() {
+    if !can_run("bad_input_image_files", TOOLS) {
+        return;
+    }
+    let bad = bad_setup("gzip");
+    let mut fail = Vec::new();
+
+    let missing = bad.dir.path().join("no-such.img");
+    let out = out_path(&bad, "missing");
+    fail.extend(expect_clean_failure(
+        "missing input",
+        inject_args(&missing, &out, &bad.scripts, false),
+        &out,
+        &missing.display().to_string(),
+    ));
+
+    let text = bad.dir.path().join("not-squashfs.img");
+    fs::write(
+        &text,
+        b"this is a text file, not a filesystem image\n".repeat(100),
+    )
+    .unwrap();
+    let out = out_path(&bad, "not squashfs");
+    fail.extend(expect_clean_failure(
+        "not a squashfs",
+        inject_args(&text, &out, &bad.scripts, false),
+        &out,
+        &text.display().to_string(),
+    ));
+
+    let empty = bad.dir.path().join("empty.img");
+    fs::write(&empty, b"").unwrap();
+    let out = out_path(&bad, "empty");
+    fail.extend(expect_clean_failure(
+        "empty input",
+        inject_args(&empty, &out, &bad.scripts, false),
+        &out,
+        &empty.display().to_string(),
+    ));
+
+    let dir_input = bad.dir.path().join("root");
+    let out = out_path(&bad, "input is dir");
+    fail.extend(expect_clean_failure(
+        "input is a directory",
+        inject_args(&dir_input, &out, &bad.scripts, false),
+        &out,
+        &dir_input.display().to_string(),
+    ));
+    report(fail);
+}
+
+#[test]
+fn bad_input_unsupported_compressors() {
+    if !can_run("bad_input_unsupported_compressors", TOOLS) {
+        return;
+    }
+    let mut fail = Vec::new();
+    for comp in ["lzo", "lzma"] {
+        let bad = bad_setup(comp);
+        for keep in [false, true] {
+            let case = format!("{comp} image (keep: {keep})");
+            let out = out_path(&bad, &case);
+            fail.extend(expect_clean_failure(
+                &case,
+                inject_args(&bad.image, &out, &bad.scripts, keep),
+                &out,
+                &bad.image.display().to_string(),
+            ));
+        }
+    }
+    report(fail);
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Whether unsquashfs itself rejects an image: proof that a corruption is real.
+fn unsquashfs_rejects(image: &Path) -> bool {
+    let dest = image.with_extension("unsquashed");
+    let st = Command::new("unsquashfs")
+        .args(["-no-progress", "-d"])
+        .arg(&dest)
+        .arg(image)
+        .output()
+        .unwrap();
+    let _ = fs::remove_dir_all(&dest);
+    !st.status.success()
+}
+
+#[test]
+fn bad_input_truncated_images() {
+    if !can_run("bad_input_truncated_images", TOOLS) {
+        return;
+    }
+    let bad = bad_setup("gzip");
+    let bytes = fs::read(&bad.image).unwrap();
+    let used = read_u64(&bytes, 40) as usize;
+    let mut fail = Vec::new();
+    for cut in [4, 50, 96, 200, used / 2, used - 300, used - 9, used - 1] {
+        let img = bad.dir.path().join(format!("cut-{cut}.img"));
+        fs::write(&img, &bytes[..cut]).unwrap();
+        let case = format!("truncated at {cut} of {used}");
+        let out = out_path(&bad, &case);
+        fail.extend(expect_clean_failure(
+            &case,
+            inject_args(&img, &out, &bad.scripts, false),
+            &out,
+            &img.display().to_string(),
+        ));
+    }
+    report(fail);
+}
+
+#[test]
+fn bad_input_corrupt_tables() {
+    if !can_run("bad_input_corrupt_tables", TOOLS) {
+        return;
+    }
+    let bad = bad_setup("gzip");
+    let good = fs::read(&bad.image).unwrap();
+    let len = good.len() as u64;
+    let put = |b: &mut Vec<u8>, at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    let garble = |b: &mut Vec<u8>, at: usize| {
+        for x in &mut b[at..at + 24] {
+            *x ^= 0xA5;
+        }
+    };
+    type Spoil = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Spoil)> = vec![
+        ("version 3.1", Box::new(|b| b[28] = 3)),
+        (
+            "root inode beyond the inode table",
+            Box::new(move |b| put(b, 32, 0x7fff_0000_0000)),
+        ),
+        (
+            "id table start beyond the end",
+            Box::new(move |b| put(b, 48, len + 4096)),
+        ),
+        (
+            "id table pointer beyond the end",
+            Box::new(move |b| {
+                let at = read_u64(b, 48) as usize;
+                put(b, at, len * 3)
+            }),
+        ),
+        (
+            "inode table bytes garbled",
+            Box::new(move |b| {
+                let at = read_u64(b, 64) as usize + 6;
+                garble(b, at)
+            }),
+        ),
+        (
+            "directory table bytes garbled",
+            Box::new(move |b| {
+                let at = read_u64(b, 72) as usize + 6;
+                garble(b, at)
+            }),
+        ),
+        (
+            "fragment table pointer beyond the end",
+            Box::new(move |b| {
+                let at = read_u64(b, 80) as usize;
+                put(b, at, len * 5)
+            }),
+        ),
+        (
+            "xattr id table start beyond the end",
+            Box::new(move |b| put(b, 56, len * 7)),
+        ),
+        (
+            "inode table start after the directory table",
+            Box::new(move |b| {
+                let dir = read_u64(b, 72);
+                put(b, 64, dir + 100)
+            }),
+        ),
+    ];
+    let mut fail = Vec::new();
+    for (i, (case, spoil)) in cases.iter().enumerate() {
+        let mut b = good.clone();
+        spoil(&mut b);
+        let img = bad.dir.path().join(format!("corrupt-{i}.img"));
+        fs::write(&img, &b).unwrap();
+        assert!(
+            unsquashfs_rejects(&img),
+            "test bug: unsquashfs accepts the image with '{case}', so it is no corruption"
+        );
+        let out = out_path(&bad, &format!("corrupt {i}"));
+        fail.extend(expect_clean_failure(
+            case,
+            inject_args(&img, &out, &bad.scripts, false),
+            &out,
+            &img.display().to_string(),
+        ));
+    }
+    report(fail);
+}
+
+#[test]
+fn bad_injections() {
+    if !can_run("bad_injections", TOOLS) {
+        return;
+    }
+    let bad = bad_setup("gzip");
+    let mut fail = Vec::new();
+    let add = |src: &Path, dest: &str| {
+        let mut a = OsString::from(src.as_os_str());
+        a.push(":");
+        a.push(dest);
+        a
+    };
+    let args = |out: &Path, spec: OsString| -> Vec<OsString> {
+        vec![
+            "inject".into(),
+            bad.image.clone().into(),
+            "--output".into(),
+            out.into(),
+            "--add".into(),
+            spec,
+        ]
+    };
+
+    let missing_src = bad.dir.path().join("no-such-script.sh");
+    let out = out_path(&bad, "missing src");
+    fail.extend(expect_clean_failure(
+        "missing SRC",
+        args(&out, add(&missing_src, "/vxn-init.sh")),
+        &out,
+        &missing_src.display().to_string(),
+    ));
+
+    let out = out_path(&bad, "missing parent");
+    fail.extend(expect_clean_failure(
+        "missing DEST parent",
+        args(&out, add(&bad.scripts.init, "/no/such/dir/vxn-init.sh")),
+        &out,
+        "/no/such/dir",
+    ));
+
+    let out = out_path(&bad, "dest is dir");
+    fail.extend(expect_clean_failure(
+        "DEST is a directory",
+        args(&out, add(&bad.scripts.init, "/usr/bin")),
+        &out,
+        "/usr/bin",
+    ));
+
+    let out = out_path(&bad, "parent is file");
+    fail.extend(expect_clean_failure(
+        "DEST parent is a file",
+        args(&out, add(&bad.scripts.init, "/etc/hostname/x.sh")),
+        &out,
+        "/etc/hostname",
+    ));
+    report(fail);
+}
