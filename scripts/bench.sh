@@ -1,0 +1,259 @@
+#!/bin/sh
+# Benchmark: `vxn-blobs inject` against the seed's shell pipeline (cp; unsquashfs -d; install x2;
+# mksquashfs -noappend -comp xz), side by side in one run, on a rootfs-like tree of >= 250 MB.
+#
+#   scripts/bench.sh                       build the tree and images once, then run everything
+#   BENCH_DIR=/var/tmp/vxn-bench scripts/bench.sh
+#
+# Run it as root: the tree must keep real ownership, setuid bits and device nodes, as an image
+# built under pseudo does. Tunables (environment):
+#   BENCH_DIR      work directory, reused across runs (default: <repo>/bench-work, gitignored)
+#   BENCH_MB       size the tree is topped up to, in MB (default 300)
+#   BENCH_TREE     auto | debootstrap | copy (default auto: debootstrap minbase from apt's own
+#                  mirror, falling back to copying system directories)
+#   BENCH_INCLUDE  extra packages for debootstrap (default: a few that make it container-like)
+#   VXN_BLOBS      the binary to measure (default: cargo build --release, then target/release)
+# Delete BENCH_DIR/tree.info to rebuild the tree and images.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-$top/bench-work}
+BENCH_MB=${BENCH_MB:-300}
+BENCH_TREE=${BENCH_TREE:-auto}
+BENCH_INCLUDE=${BENCH_INCLUDE:-python3,perl,iproute2,ca-certificates,openssl,procps,kmod}
+VXN_BLOBS=${VXN_BLOBS:-}
+given_bin=$VXN_BLOBS
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+say() { echo "bench.sh: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "run as root: the tree must keep real owners, setuid bits and device nodes"
+for t in mksquashfs unsquashfs sqfsdiff install; do
+    command -v "$t" >/dev/null || die "$t is missing (apt-get install squashfs-tools squashfs-tools-ng)"
+done
+[ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) is missing (apt-get install time)"
+
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
+
+if [ -z "$VXN_BLOBS" ]; then
+    say "cargo build --release"
+    (cd "$top" && cargo build --release --locked -q)
+    VXN_BLOBS=${CARGO_TARGET_DIR:-$top/target}/release/vxn-blobs
+fi
+[ -x "$VXN_BLOBS" ] || die "$VXN_BLOBS is not an executable"
+
+tree=$BENCH_DIR/tree
+info=$BENCH_DIR/tree.info
+
+size_mb() { du -sm "$1" | cut -f1; }
+
+# apt's configured Debian mirror: debootstrap can use it where no other mirror is reachable.
+apt_mirror() {
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' "$f"
+    done | head -n1
+    if [ -f /etc/apt/sources.list ]; then
+        awk '$1 == "deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list
+    fi
+}
+
+# Copies files of the host's system directories into $1 until the tree holds $BENCH_MB MB: big
+# binaries and libraries next to many small files, like a container runtime's rootfs.
+top_up() {
+    dest=$1
+    have=$(size_mb "$tree")
+    want=$((BENCH_MB - have))
+    [ "$want" -gt 0 ] || return 0
+    say "topping the tree up with $want MB of host system files"
+    mkdir -p "$dest"
+    list=$BENCH_DIR/topup.list
+    find /usr/bin /usr/sbin /usr/lib /usr/libexec /usr/share /etc -xdev \
+        \( -type f -o -type l -o -type d \) -printf '%s %p\n' 2>/dev/null |
+        awk -v budget=$((want * 1024 * 1024)) '{ sum += $1; if (sum > budget) exit; sub(/^[0-9]+ /, ""); print }' \
+        > "$list"
+    tar -C / --no-recursion --xattrs --xattrs-include='*' -cf - -T "$list" 2>/dev/null |
+        tar -C "$dest" --xattrs --xattrs-include='*' -xpf -
+}
+
+make_tree() {
+    rm -rf "$tree" "$BENCH_DIR"/in-*.img
+    method=copy
+    if [ "$BENCH_TREE" != copy ] && command -v debootstrap >/dev/null; then
+        mirror=$(apt_mirror)
+        suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+        if [ -n "$mirror" ] && [ -n "$suite" ]; then
+            say "debootstrap --variant=minbase $suite from $mirror"
+            if debootstrap --variant=minbase --include="$BENCH_INCLUDE" "$suite" "$tree" "$mirror" \
+                > "$BENCH_DIR/debootstrap.log" 2>&1; then
+                method="debootstrap minbase $suite +$BENCH_INCLUDE"
+            else
+                [ "$BENCH_TREE" = debootstrap ] && die "debootstrap failed: see $BENCH_DIR/debootstrap.log"
+                say "debootstrap failed (see $BENCH_DIR/debootstrap.log); copying system directories"
+                rm -rf "$tree"
+            fi
+        fi
+    fi
+    [ "$BENCH_TREE" = debootstrap ] && [ "$method" = copy ] && die "debootstrap is not usable here"
+    mkdir -p "$tree"
+    top_up "$tree/opt/host"
+    [ "$method" = copy ] || method="$method, topped up from host system dirs"
+    mb=$(size_mb "$tree")
+    [ "$mb" -ge 250 ] || die "the tree holds only $mb MB; raise BENCH_MB"
+    printf 'method: %s\nsize: %s MB\nentries: %s\n' "$method" "$mb" "$(find "$tree" | wc -l)" > "$info"
+}
+
+[ -f "$info" ] && [ -d "$tree" ] || make_tree
+say "tree: $(tr '\n' ' ' < "$info")"
+
+for comp in gzip xz; do
+    img=$BENCH_DIR/in-$comp.img
+    if [ ! -f "$img" ] || [ "$info" -nt "$img" ]; then
+        say "mksquashfs -comp $comp (the input image)"
+        mksquashfs "$tree" "$img.tmp" -noappend -comp "$comp" -no-progress -quiet
+        mv "$img.tmp" "$img"
+    fi
+done
+
+# The two init scripts, about the size of the real ones.
+src=$BENCH_DIR/scripts
+mkdir -p "$src"
+awk 'BEGIN { print "#!/bin/sh"; for (i = 0; i < 600; i++) printf "echo vxn init step %d\n", i }' > "$src/vxn-init.sh"
+awk 'BEGIN { print "#!/bin/sh"; for (i = 0; i < 300; i++) printf "helper_%d() { :; }\n", i }' > "$src/vcontainer-init-common.sh"
+
+out=$BENCH_DIR/out
+rm -rf "$out"
+mkdir -p "$out"
+
+# timed LABEL CMD...: runs CMD under GNU time, keeping "seconds maxrss_kb" in $out/LABEL.time;
+# a failure is shown and leaves no .time file, so that its row says FAILED and the rest still runs.
+timed() {
+    label=$1
+    shift
+    if ! /usr/bin/time -f '%e %M' -o "$out/$label.time.tmp" "$@" > "$out/$label.log" 2>&1; then
+        say "$label FAILED (see $out/$label.log):"
+        tail -n 5 "$out/$label.log" >&2
+        return 0
+    fi
+    mv "$out/$label.time.tmp" "$out/$label.time"
+}
+
+# The seed's do_compile rootfs part, command for command (its variables as arguments; the
+# compressor is xz in the seed).
+cat > "$BENCH_DIR/seed-pipeline.sh" <<'EOF'
+set -e
+ROOTFS_SRC=$1 B=$2 S=$3 COMP=$4
+mkdir -p ${B}
+cp "${ROOTFS_SRC}" ${B}/rootfs.img
+UNSQUASH_DIR="${B}/rootfs-unsquash"
+rm -rf "${UNSQUASH_DIR}"
+unsquashfs -d "${UNSQUASH_DIR}" ${B}/rootfs.img
+install -m 0755 ${S}/vxn-init.sh ${UNSQUASH_DIR}/vxn-init.sh
+install -m 0755 ${S}/vcontainer-init-common.sh ${UNSQUASH_DIR}/vcontainer-init-common.sh
+rm -f ${B}/rootfs.img
+mksquashfs "${UNSQUASH_DIR}" ${B}/rootfs.img -noappend -comp ${COMP}
+rm -rf "${UNSQUASH_DIR}"
+EOF
+
+run_case() {
+    name=$1 in=$2 comp=$3 mode=$4
+    cat "$in" > /dev/null # same warm page cache for both sides
+    say "$name: shell pipeline"
+    timed "$name-shell" sh "$BENCH_DIR/seed-pipeline.sh" "$in" "$out/$name-shell" "$src" "$comp"
+    cat "$in" > /dev/null
+    say "$name: vxn-blobs inject --compression $mode"
+    timed "$name-ours" "$VXN_BLOBS" inject "$in" --output "$out/$name-ours.img" \
+        --add "$src/vxn-init.sh:/vxn-init.sh:0755" \
+        --add "$src/vcontainer-init-common.sh:/vcontainer-init-common.sh" \
+        --compression "$mode"
+}
+
+run_case "xz-to-xz" "$BENCH_DIR/in-xz.img" xz xz
+run_case "gzip-to-xz" "$BENCH_DIR/in-gzip.img" xz xz
+run_case "gzip-keep" "$BENCH_DIR/in-gzip.img" gzip keep
+
+# One table row: wall times, their ratio, peak RSS, output sizes and their ratio, and whether
+# squashfs-tools-ng sees the same contents, owners and modes in both outputs.
+row() {
+    name=$1
+    if [ ! -f "$out/$name-shell.time" ] || [ ! -f "$out/$name-ours.time" ] || [ ! -f "$out/$name-ours.img" ]; then
+        printf '%-11s FAILED: see %s/%s-*.log\n' "$name" "$out" "$name"
+        return 0
+    fi
+    read -r ts ms < "$out/$name-shell.time"
+    read -r to mo < "$out/$name-ours.time"
+    ss=$(stat -c %s "$out/$name-shell/rootfs.img")
+    so=$(stat -c %s "$out/$name-ours.img")
+    if sqfsdiff -a "$out/$name-shell/rootfs.img" -b "$out/$name-ours.img" > "$out/$name.sqfsdiff" 2>&1; then
+        same=yes
+    else
+        same="NO (see $out/$name.sqfsdiff)"
+    fi
+    awk -v n="$name" -v ts="$ts" -v to="$to" -v ms="$ms" -v mo="$mo" -v ss="$ss" -v so="$so" -v same="$same" 'BEGIN {
+        printf "%-11s %9.2f %9.2f %10.1fx %9.1f %9.1f %13d %13d %9.4f  %s\n",
+            n, ts, to, (to > 0 ? ts / to : 0), ms / 1024, mo / 1024, ss, so, so / ss, same }'
+}
+
+echo
+echo "tree: $(tr '\n' ' ' < "$info")"
+echo "machine: $(nproc) cores, $(uname -r); vxn-blobs: $VXN_BLOBS"
+echo "inputs: in-gzip.img $(stat -c %s "$BENCH_DIR/in-gzip.img") bytes, in-xz.img $(stat -c %s "$BENCH_DIR/in-xz.img") bytes"
+echo
+printf '%-11s %9s %9s %11s %9s %9s %13s %13s %9s  %s\n' \
+    case shell_s ours_s shell/ours shell_MB ours_MB shell_bytes ours_bytes ours/shell "same contents"
+for name in xz-to-xz gzip-to-xz gzip-keep; do row "$name"; done
+echo
+echo "gzip-keep's shell side is the seed's pipeline with -comp gzip (the seed itself always writes xz)."
+echo "Targets (issue 2, 2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
+
+# compile: an unchanged rerun against a rebuild, once the subcommand exists.
+if "$VXN_BLOBS" compile --help > /dev/null 2>&1; then
+    c=$BENCH_DIR/compile
+    rm -rf "$c"
+    mkdir -p "$c/initramfs" "$c/build" "$c/deploy"
+    printf '#!/bin/sh\nexec /bin/sh\n' > "$c/initramfs/init"
+    chmod 0755 "$c/initramfs/init"
+    (cd "$c/initramfs" && echo init | cpio -o -H newc --quiet) | gzip -n > "$c/initramfs.cpio.gz"
+    # A file with x86's boot-protocol magic "HdrS" at 0x202, as compile checks for a bzImage.
+    head -c 4096 /dev/zero > "$c/bzImage"
+    printf 'HdrS' | dd of="$c/bzImage" bs=1 seek=514 conv=notrunc status=none
+    cat > "$c/spec.json" <<EOF
+{
+  "schema": 1,
+  "runtime": "vdkr",
+  "machine": "qemux86-64",
+  "multiconfig": "vruntime-x86-64",
+  "target_arch": "x86_64",
+  "blob_arch": "x86_64",
+  "initramfs": "$c/initramfs.cpio.gz",
+  "rootfs": "$BENCH_DIR/in-gzip.img",
+  "kernel": "$c/bzImage",
+  "kernel_name": "bzImage",
+  "inject": [
+    {"source": "$src/vxn-init.sh", "dest": "/vxn-init.sh", "mode": "0755"},
+    {"source": "$src/vcontainer-init-common.sh", "dest": "/vcontainer-init-common.sh", "mode": "0755"}
+  ],
+  "build_dir": "$c/build",
+  "deploy_dir": "$c/deploy"
+}
+EOF
+    if /usr/bin/time -f '%e %M' -o "$c/rebuild.time" "$VXN_BLOBS" compile --spec "$c/spec.json" > "$c/rebuild.log" 2>&1 &&
+        /usr/bin/time -f '%e %M' -o "$c/rerun.time" "$VXN_BLOBS" compile --spec "$c/spec.json" > "$c/rerun.log" 2>&1; then
+        read -r tb mb < "$c/rebuild.time"
+        read -r tr mr < "$c/rerun.time"
+        awk -v tb="$tb" -v tr="$tr" -v mb="$mb" -v mr="$mr" 'BEGIN {
+            printf "\ncompile (gzip rootfs): rebuild %.2f s (%.1f MB), unchanged rerun %.2f s (%.1f MB), ratio %.1fx\n",
+                tb, mb / 1024, tr, mr / 1024, (tr > 0 ? tb / tr : 0) }'
+        echo "Target (issue 3): the unchanged rerun takes <= 1 s or >= 50x less than the rebuild."
+    else
+        echo
+        echo "compile: failed, not measured (see $c/rebuild.log, $c/rerun.log):"
+        tail -n 3 "$c/rebuild.log" "$c/rerun.log" 2>/dev/null || true
+    fi
+else
+    echo
+    echo "compile: this vxn-blobs has no compile subcommand yet; rerun-vs-rebuild not measured."
+fi
+
+echo
+echo "rerun with: BENCH_DIR=$BENCH_DIR BENCH_MB=$BENCH_MB${given_bin:+ VXN_BLOBS=$given_bin} $top/scripts/bench.sh"
