@@ -173,25 +173,37 @@ run_case "gzip-to-xz" "$BENCH_DIR/in-gzip.img" xz xz
 run_case "gzip-keep" "$BENCH_DIR/in-gzip.img" gzip keep
 
 # One table row: wall times, their ratio, peak RSS, output sizes and their ratio, and whether
-# squashfs-tools-ng sees the same contents, owners and modes in both outputs.
+# squashfs-tools-ng sees the same contents, owners and modes in both outputs ("-": that side
+# failed; its log is in $out).
 row() {
     name=$1
-    if [ ! -f "$out/$name-shell.time" ] || [ ! -f "$out/$name-ours.time" ] || [ ! -f "$out/$name-ours.img" ]; then
-        printf '%-11s FAILED: see %s/%s-*.log\n' "$name" "$out" "$name"
-        return 0
+    ts=- ms=- to=- mo=- ss=- so=- same=-
+    shell_img=$out/$name-shell/rootfs.img
+    ours_img=$out/$name-ours.img
+    if [ -f "$out/$name-shell.time" ] && [ -f "$shell_img" ]; then
+        read -r ts ms < "$out/$name-shell.time"
+        ss=$(stat -c %s "$shell_img")
     fi
-    read -r ts ms < "$out/$name-shell.time"
-    read -r to mo < "$out/$name-ours.time"
-    ss=$(stat -c %s "$out/$name-shell/rootfs.img")
-    so=$(stat -c %s "$out/$name-ours.img")
-    if sqfsdiff -a "$out/$name-shell/rootfs.img" -b "$out/$name-ours.img" > "$out/$name.sqfsdiff" 2>&1; then
-        same=yes
-    else
-        same="NO (see $out/$name.sqfsdiff)"
+    if [ -f "$out/$name-ours.time" ] && [ -f "$ours_img" ]; then
+        read -r to mo < "$out/$name-ours.time"
+        so=$(stat -c %s "$ours_img")
     fi
-    awk -v n="$name" -v ts="$ts" -v to="$to" -v ms="$ms" -v mo="$mo" -v ss="$ss" -v so="$so" -v same="$same" 'BEGIN {
-        printf "%-11s %9.2f %9.2f %10.1fx %9.1f %9.1f %13d %13d %9.4f  %s\n",
-            n, ts, to, (to > 0 ? ts / to : 0), ms / 1024, mo / 1024, ss, so, so / ss, same }'
+    if [ "$ss" != - ] && [ "$so" != - ]; then
+        if sqfsdiff -a "$shell_img" -b "$ours_img" > "$out/$name.sqfsdiff" 2>&1; then
+            same=yes
+        else
+            same="NO (see $out/$name.sqfsdiff)"
+        fi
+    fi
+    awk -v n="$name" -v ts="$ts" -v to="$to" -v ms="$ms" -v mo="$mo" -v ss="$ss" -v so="$so" -v same="$same" '
+        function num(x, fmt) { return x == "-" ? "-" : sprintf(fmt, x) }
+        function ratio(a, b, fmt) { return (a == "-" || b == "-" || b == 0) ? "-" : sprintf(fmt, a / b) }
+        BEGIN {
+            printf "%-11s %9s %9s %11s %9s %9s %13s %13s %10s  %s\n", n,
+                num(ts, "%.2f"), num(to, "%.2f"), ratio(ts, to, "%.1fx"),
+                (ms == "-" ? "-" : sprintf("%.1f", ms / 1024)), (mo == "-" ? "-" : sprintf("%.1f", mo / 1024)),
+                ss, so, ratio(so, ss, "%.4f"), same
+        }'
 }
 
 echo
@@ -199,7 +211,7 @@ echo "tree: $(tr '\n' ' ' < "$info")"
 echo "machine: $(nproc) cores, $(uname -r); vxn-blobs: $VXN_BLOBS"
 echo "inputs: in-gzip.img $(stat -c %s "$BENCH_DIR/in-gzip.img") bytes, in-xz.img $(stat -c %s "$BENCH_DIR/in-xz.img") bytes"
 echo
-printf '%-11s %9s %9s %11s %9s %9s %13s %13s %9s  %s\n' \
+printf '%-11s %9s %9s %11s %9s %9s %13s %13s %10s  %s\n' \
     case shell_s ours_s shell/ours shell_MB ours_MB shell_bytes ours_bytes ours/shell "same contents"
 for name in xz-to-xz gzip-to-xz gzip-keep; do row "$name"; done
 echo
@@ -207,7 +219,13 @@ echo "gzip-keep's shell side is the seed's pipeline with -comp gzip (the seed it
 echo "Targets (issue 2, 2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
 
 # compile: an unchanged rerun against a rebuild, once the subcommand exists.
-if "$VXN_BLOBS" compile --help > /dev/null 2>&1; then
+if ! "$VXN_BLOBS" compile --help 2>&1 | grep -q -- --spec; then
+    echo
+    echo "compile: this vxn-blobs has no compile subcommand yet; rerun-vs-rebuild not measured."
+elif ! command -v cpio > /dev/null; then
+    echo
+    echo "compile: not measured: cpio is missing to make its initramfs (apt-get install cpio)."
+else
     c=$BENCH_DIR/compile
     rm -rf "$c"
     mkdir -p "$c/initramfs" "$c/build" "$c/deploy"
@@ -250,9 +268,6 @@ EOF
         echo "compile: failed, not measured (see $c/rebuild.log, $c/rerun.log):"
         tail -n 3 "$c/rebuild.log" "$c/rerun.log" 2>/dev/null || true
     fi
-else
-    echo
-    echo "compile: this vxn-blobs has no compile subcommand yet; rerun-vs-rebuild not measured."
 fi
 
 echo
