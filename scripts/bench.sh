@@ -125,12 +125,13 @@ out=$BENCH_DIR/out
 rm -rf "$out"
 mkdir -p "$out"
 
-# timed LABEL CMD...: runs CMD under GNU time, keeping "seconds maxrss_kb" in $out/LABEL.time;
+# timed LABEL CMD...: runs CMD under GNU time, keeping "wall_s maxrss_kb user_s sys_s" in
+# $out/LABEL.time;
 # a failure is shown and leaves no .time file, so that its row says FAILED and the rest still runs.
 timed() {
     label=$1
     shift
-    if ! /usr/bin/time -f '%e %M' -o "$out/$label.time.tmp" "$@" > "$out/$label.log" 2>&1; then
+    if ! /usr/bin/time -f '%e %M %U %S' -o "$out/$label.time.tmp" "$@" > "$out/$label.log" 2>&1; then
         say "$label FAILED (see $out/$label.log):"
         tail -n 5 "$out/$label.log" >&2
         return 0
@@ -168,6 +169,7 @@ run_case() {
         --compression "$mode"
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 run_case "xz-to-xz" "$BENCH_DIR/in-xz.img" xz xz
 run_case "gzip-to-xz" "$BENCH_DIR/in-gzip.img" xz xz
 run_case "gzip-keep" "$BENCH_DIR/in-gzip.img" gzip keep
@@ -177,15 +179,17 @@ run_case "gzip-keep" "$BENCH_DIR/in-gzip.img" gzip keep
 # failed; its log is in $out).
 row() {
     name=$1
-    ts=- ms=- to=- mo=- ss=- so=- same=-
+    ts=- ms=- to=- mo=- ss=- so=- same=- cs=- co=-
     shell_img=$out/$name-shell/rootfs.img
     ours_img=$out/$name-ours.img
     if [ -f "$out/$name-shell.time" ] && [ -f "$shell_img" ]; then
-        read -r ts ms < "$out/$name-shell.time"
+        read -r ts ms us ys < "$out/$name-shell.time"
+        cs=$(awk -v u="$us" -v s="$ys" 'BEGIN { print u + s }')
         ss=$(stat -c %s "$shell_img")
     fi
     if [ -f "$out/$name-ours.time" ] && [ -f "$ours_img" ]; then
-        read -r to mo < "$out/$name-ours.time"
+        read -r to mo uo yo < "$out/$name-ours.time"
+        co=$(awk -v u="$uo" -v s="$yo" 'BEGIN { print u + s }')
         so=$(stat -c %s "$ours_img")
     fi
     if [ "$ss" != - ] && [ "$so" != - ]; then
@@ -195,12 +199,12 @@ row() {
             same="NO (see $out/$name.sqfsdiff)"
         fi
     fi
-    awk -v n="$name" -v ts="$ts" -v to="$to" -v ms="$ms" -v mo="$mo" -v ss="$ss" -v so="$so" -v same="$same" '
+    awk -v n="$name" -v ts="$ts" -v to="$to" -v ms="$ms" -v mo="$mo" -v ss="$ss" -v so="$so" -v same="$same" -v cs="$cs" -v co="$co" '
         function num(x, fmt) { return x == "-" ? "-" : sprintf(fmt, x) }
         function ratio(a, b, fmt) { return (a == "-" || b == "-" || b == 0) ? "-" : sprintf(fmt, a / b) }
         BEGIN {
-            printf "%-11s %9s %9s %11s %9s %9s %13s %13s %10s  %s\n", n,
-                num(ts, "%.2f"), num(to, "%.2f"), ratio(ts, to, "%.1fx"),
+            printf "%-11s %9s %9s %11s %9s %9s %9s %9s %13s %13s %10s  %s\n", n,
+                num(ts, "%.2f"), num(to, "%.2f"), ratio(ts, to, "%.1fx"), num(cs, "%.1f"), num(co, "%.1f"),
                 (ms == "-" ? "-" : sprintf("%.1f", ms / 1024)), (mo == "-" ? "-" : sprintf("%.1f", mo / 1024)),
                 ss, so, ratio(so, ss, "%.4f"), same
         }'
@@ -209,13 +213,15 @@ row() {
 echo
 echo "tree: $(tr '\n' ' ' < "$info")"
 echo "machine: $(nproc) cores, $(uname -r); vxn-blobs: $VXN_BLOBS"
+echo "load average (1/5/15 min) before the runs: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "inputs: in-gzip.img $(stat -c %s "$BENCH_DIR/in-gzip.img") bytes, in-xz.img $(stat -c %s "$BENCH_DIR/in-xz.img") bytes"
 echo
-printf '%-11s %9s %9s %11s %9s %9s %13s %13s %10s  %s\n' \
-    case shell_s ours_s shell/ours shell_MB ours_MB shell_bytes ours_bytes ours/shell "same contents"
+printf '%-11s %9s %9s %11s %9s %9s %9s %9s %13s %13s %10s  %s\n' \
+    case shell_s ours_s shell/ours shell_cpu ours_cpu shell_MB ours_MB shell_bytes ours_bytes ours/shell "same contents"
 for name in xz-to-xz gzip-to-xz gzip-keep; do row "$name"; done
 echo
 echo "gzip-keep's shell side is the seed's pipeline with -comp gzip (the seed itself always writes xz)."
+echo "_s: wall seconds; _cpu: user+sys CPU seconds (the work done, whatever else runs); _MB: peak RSS."
 echo "Targets (issue 2, 2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
 
 # compile: an unchanged rerun against a rebuild, once the subcommand exists.
@@ -257,8 +263,8 @@ else
 EOF
     if /usr/bin/time -f '%e %M' -o "$c/rebuild.time" "$VXN_BLOBS" compile --spec "$c/spec.json" > "$c/rebuild.log" 2>&1 &&
         /usr/bin/time -f '%e %M' -o "$c/rerun.time" "$VXN_BLOBS" compile --spec "$c/spec.json" > "$c/rerun.log" 2>&1; then
-        read -r tb mb < "$c/rebuild.time"
-        read -r tr mr < "$c/rerun.time"
+        read -r tb mb _ < "$c/rebuild.time"
+        read -r tr mr _ < "$c/rerun.time"
         awk -v tb="$tb" -v tr="$tr" -v mb="$mb" -v mr="$mr" 'BEGIN {
             printf "\ncompile (gzip rootfs): rebuild %.2f s (%.1f MB), unchanged rerun %.2f s (%.1f MB), ratio %.1fx\n",
                 tb, mb / 1024, tr, mr / 1024, (tr > 0 ? tb / tr : 0) }'

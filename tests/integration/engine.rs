@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -151,6 +151,16 @@ fn parents(dests: &[&str]) -> BTreeSet<String> {
             Some(i) => d[..i].to_string(),
         })
         .collect()
+}
+
+/// The process umask, read without changing it (umask(2) would, for every thread).
+fn umask() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or(0o022)
 }
 
 fn stdout_of(cmd: &mut Command) -> String {
@@ -469,6 +479,47 @@ fn compare_mounts(
     }
 }
 
+/// Runs `sqfsdiff FLAG -a A -b B`, records every reported difference that is neither about an
+/// injected path nor a timestamp of one of `changed_dirs`, and returns the report.
+fn sqfsdiff(
+    a: &Path,
+    b: &Path,
+    flag: &str,
+    injected: &[&str],
+    changed_dirs: &BTreeSet<String>,
+    fail: &mut Vec<String>,
+) -> String {
+    let diff = Command::new("sqfsdiff")
+        .arg(flag)
+        .arg("-a")
+        .arg(a)
+        .arg("-b")
+        .arg(b)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&diff.stdout).into_owned();
+    if diff.status.code() != Some(1) {
+        fail.push(format!(
+            "sqfsdiff {flag}: expected exit 1 (differences in the injected paths), got {:?}: {}{}",
+            diff.status.code(),
+            text,
+            String::from_utf8_lossy(&diff.stderr)
+        ));
+    }
+    for line in text.lines() {
+        let about_injected = injected
+            .iter()
+            .any(|d| line.contains(d.trim_start_matches('/')));
+        let parent_time = changed_dirs
+            .iter()
+            .any(|d| line == format!("{d} has a different timestamp"));
+        if !about_injected && !parent_time {
+            fail.push(format!("sqfsdiff {flag}: unexpected difference: {line}"));
+        }
+    }
+    text
+}
+
 /// Everything one injection must satisfy; returns the list of what does not hold.
 fn check_injection(img: &Image, out: &Path, s: &Scripts, keep: bool) -> Vec<String> {
     let mut fail = Vec::new();
@@ -485,34 +536,14 @@ fn check_injection(img: &Image, out: &Path, s: &Scripts, keep: bool) -> Vec<Stri
         .collect();
 
     // sqfsdiff: only the injected paths and at most their parents' timestamps may differ.
-    let diff = Command::new("sqfsdiff")
-        .arg("--timestamps")
-        .arg("-a")
-        .arg(&img.path)
-        .arg("-b")
-        .arg(out)
-        .output()
-        .unwrap();
-    let diff_text = String::from_utf8_lossy(&diff.stdout).into_owned();
-    if diff.status.code() != Some(1) {
-        fail.push(format!(
-            "sqfsdiff: expected exit 1 (differences in the injected paths), got {:?}: {}{}",
-            diff.status.code(),
-            diff_text,
-            String::from_utf8_lossy(&diff.stderr)
-        ));
-    }
-    for line in diff_text.lines() {
-        let about_injected = injected
-            .iter()
-            .any(|d| line.contains(d.trim_start_matches('/')));
-        let parent_time = changed_dirs
-            .iter()
-            .any(|d| line == format!("{d} has a different timestamp"));
-        if !about_injected && !parent_time {
-            fail.push(format!("sqfsdiff: unexpected difference: {line}"));
-        }
-    }
+    let diff_text = sqfsdiff(
+        &img.path,
+        out,
+        "--timestamps",
+        &injected,
+        &changed_dirs,
+        &mut fail,
+    );
     for p in &new_paths {
         if !diff_text.contains(&format!("> {}", p.trim_start_matches('/'))) {
             fail.push(format!(
@@ -755,11 +786,27 @@ fn inject_and_check(img: &Image, s: &Scripts) -> Vec<String> {
             failures.push(format!("{variant}: output directory holds {names:?}"));
             continue;
         }
-        failures.extend(
-            check_injection(img, &out, s, keep)
-                .into_iter()
-                .map(|f| format!("{variant}: {f}")),
+        // A new file as cp or mksquashfs would create it, not a temp file's private 0600.
+        let mode = fs::metadata(&out).unwrap().permissions().mode() & 0o7777;
+        if mode != 0o666 & !umask() {
+            failures.push(format!(
+                "{variant}: output mode {mode:04o}, expected {:04o} (0666 less the umask)",
+                0o666 & !umask()
+            ));
+        }
+        let mut problems = check_injection(img, &out, s, keep);
+        // The engine keeps every inode number (docs/engine.md); mksquashfs would renumber, so
+        // this is checked here and not in check_injection, which also judges mksquashfs.
+        let dests = s.dests();
+        sqfsdiff(
+            &img.path,
+            &out,
+            "--inode-num",
+            &dests,
+            &parents(&dests),
+            &mut problems,
         );
+        failures.extend(problems.into_iter().map(|f| format!("{variant}: {f}")));
     }
     failures
 }
@@ -809,6 +856,9 @@ fn fidelity_zstd_1m() {
     fidelity("zstd", fixtures::BLOCK_SIZES[1]);
 }
 
+/// A named mksquashfs layout: compressor, block size (option and bytes), extra options.
+type Layout<'a> = (&'a str, &'a str, (&'a str, u32), &'a [&'a str]);
+
 /// Layouts mksquashfs makes with non-default options, and lz4: uncompressed tables and data,
 /// no fragments, everything in fragments, no dedup, no xattrs, no export table, tiny blocks,
 /// tail-end packing, no padding.
@@ -821,7 +871,7 @@ fn fidelity_other_mksquashfs_layouts() {
     let tree = fixtures::build_tree();
     let s = scripts();
     let mut failures = Vec::new();
-    let layouts: [(&str, &str, (&str, u32), &[&str]); 10] = [
+    let layouts: [Layout; 10] = [
         (
             "uncompressed",
             "gzip",
@@ -1416,7 +1466,7 @@ fn bad_injections() {
     let out = out_path(&bad, "missing parent");
     fail.extend(expect_clean_failure(
         "missing DEST parent",
-        args(&out, add(&bad.scripts.init(), "/no/such/dir/vxn-init.sh")),
+        args(&out, add(bad.scripts.init(), "/no/such/dir/vxn-init.sh")),
         &out,
         "/no/such/dir",
     ));
@@ -1424,7 +1474,7 @@ fn bad_injections() {
     let out = out_path(&bad, "dest is dir");
     fail.extend(expect_clean_failure(
         "DEST is a directory",
-        args(&out, add(&bad.scripts.init(), "/usr/bin")),
+        args(&out, add(bad.scripts.init(), "/usr/bin")),
         &out,
         "/usr/bin",
     ));
@@ -1432,7 +1482,7 @@ fn bad_injections() {
     let out = out_path(&bad, "parent is file");
     fail.extend(expect_clean_failure(
         "DEST parent is a file",
-        args(&out, add(&bad.scripts.init(), "/etc/hostname/x.sh")),
+        args(&out, add(bad.scripts.init(), "/etc/hostname/x.sh")),
         &out,
         "/etc/hostname",
     ));
