@@ -8,17 +8,15 @@
 //! author everything that is wrong with a fixture, not just the first thing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::fixtures::{self, can_run, run_ok, Image, Tree};
+use crate::util::{sha256, Run, TestDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vxn-blobs");
 const TOOLS: &[&str] = &[
     "mksquashfs",
     "unsquashfs",
@@ -29,43 +27,20 @@ const TOOLS: &[&str] = &[
 const K128: (&str, u32) = fixtures::BLOCK_SIZES[0];
 const HARDLINK_TRIPLE_LAST: &str = fixtures::HARDLINK_TRIPLE[2];
 
-/// What the binary did.
-struct Run {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// Runs `vxn-blobs` with `args` in a fresh directory; SOURCE_DATE_EPOCH is removed unless `sde`
+/// gives it.
+fn vxn(args: Vec<OsString>, sde: Option<&str>) -> Run {
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| a.to_str().expect("test paths are UTF-8"))
+        .collect();
+    let env: Vec<(&str, &str)> = sde.map(|v| ("SOURCE_DATE_EPOCH", v)).into_iter().collect();
+    TestDir::new().run_with(&args, &env)
 }
 
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `vxn-blobs` with `args`; SOURCE_DATE_EPOCH is removed unless `sde` gives it.
-fn vxn<I, S>(args: I, sde: Option<&str>) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("SOURCE_DATE_EPOCH");
-    if let Some(v) = sde {
-        cmd.env("SOURCE_DATE_EPOCH", v);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-    Run {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// Whether a run exited 0.
+fn succeeded(run: &Run) -> bool {
+    run.code == Some(0)
 }
 
 /// Files to inject, written on the host: by default the seed's two init scripts.
@@ -165,14 +140,6 @@ fn umask() -> u32 {
 
 fn stdout_of(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
-}
-
-fn sha256(path: &Path) -> String {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// mkfs time straight from the superblock (offset 8, little-endian u32).
@@ -774,8 +741,8 @@ fn inject_and_check(img: &Image, s: &Scripts) -> Vec<String> {
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join("rootfs.img");
         let run = vxn(inject_args(&img.path, &out, s, keep), None);
-        if !run.ok || run.stderr.contains("panicked") {
-            failures.push(format!("{variant}: inject failed: {}", run.describe()));
+        if !succeeded(&run) || run.stderr.contains("panicked") {
+            failures.push(format!("{variant}: inject failed: {run:#?}"));
             continue;
         }
         let names: Vec<_> = fs::read_dir(out_dir.path())
@@ -982,7 +949,7 @@ fn keep_preserves_compressor_options() {
         fixtures::mksquashfs(&tree.root, &input, comp, "128K", opts);
         let out = tree.dir.path().join(format!("{comp}-opts-out.squashfs"));
         let run = vxn(inject_args(&input, &out, &s, true), None);
-        assert!(run.ok, "{comp} {opts:?} keep: {}", run.describe());
+        assert!(succeeded(&run), "{comp} {opts:?} keep: {run:#?}");
         let (a, b) = (superblock(&input), superblock(&out));
         assert!(a.compression.len() > 1, "{:?}", a.compression);
         assert_eq!(a.compression, b.compression, "{comp} {opts:?} with keep");
@@ -998,7 +965,7 @@ fn reference_output(tree: &Tree, s: &Scripts, name: &str, extra: &[&str]) -> Pat
         let _ = fs::remove_file(&host);
         fs::write(&host, bytes).unwrap();
         std::os::unix::fs::chown(&host, Some(0), Some(0)).unwrap();
-        fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fs::set_permissions(&host, fs::Permissions::from_mode(0o755)).unwrap();
         fixtures::set_mtime(&host, i64::from(fixtures::MKFS_TIME));
     }
     let out = tree.dir.path().join(name);
@@ -1062,7 +1029,7 @@ fn two_runs_are_byte_identical() {
             args.extend(["--jobs".into(), "1".into()]);
         }
         let run = vxn(args, None);
-        assert!(run.ok, "run {i}: {}", run.describe());
+        assert!(succeeded(&run), "run {i}: {run:#?}");
     }
     assert_eq!(sha256(&outs[0]), sha256(&outs[1]), "two identical runs");
     assert_eq!(
@@ -1073,7 +1040,7 @@ fn two_runs_are_byte_identical() {
     for keep_run in 0..2 {
         let out = tree.dir.path().join(format!("keep-{keep_run}.img"));
         let run = vxn(inject_args(&img.path, &out, &s, true), None);
-        assert!(run.ok, "keep run {keep_run}: {}", run.describe());
+        assert!(succeeded(&run), "keep run {keep_run}: {run:#?}");
     }
     assert_eq!(
         sha256(&tree.dir.path().join("keep-0.img")),
@@ -1095,7 +1062,7 @@ fn source_date_epoch_sets_injected_mtime_and_mkfs_time() {
         inject_args(&img.path, &out, &s, false),
         Some(&sde.to_string()),
     );
-    assert!(run.ok, "{}", run.describe());
+    assert!(succeeded(&run), "{run:#?}");
     assert_eq!(mkfs_time(&out), sde, "output mkfs time");
     for p in [fixtures::OLD_INIT, fixtures::COMMON_INIT] {
         let (f, _) = stat(&out, p);
@@ -1126,7 +1093,7 @@ fn replacing_a_hardlinked_file_leaves_its_other_links_alone() {
     let out = dir.path().join("out.img");
     let s = scripts();
     let run = vxn(inject_args(&input, &out, &s, false), None);
-    assert!(run.ok, "{}", run.describe());
+    assert!(succeeded(&run), "{run:#?}");
 
     let cat = |p: &str| run_ok(Command::new("rdsquashfs").arg("-c").arg(p).arg(&out)).stdout;
     assert_eq!(cat("/vxn-init.sh"), s.init_bytes());
@@ -1186,7 +1153,7 @@ fn bad_setup(comp: &str) -> Bad {
 fn expect_clean_failure(case: &str, args: Vec<OsString>, out: &Path, names: &str) -> Vec<String> {
     let run = vxn(args, None);
     let mut fail = Vec::new();
-    if run.ok {
+    if succeeded(&run) {
         fail.push(format!("{case}: exited 0"));
     }
     if run.code.is_none() {
@@ -1208,7 +1175,7 @@ fn expect_clean_failure(case: &str, args: Vec<OsString>, out: &Path, names: &str
         }
     }
     if !fail.is_empty() {
-        fail.push(format!("{case}: {}", run.describe()));
+        fail.push(format!("{case}: {run:#?}"));
     }
     fail
 }

@@ -13,6 +13,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::util::{ci, have_tool};
+
 /// mkfs time of every fixture image, far from the tree's own mtimes so that a test can tell
 /// "injected file took the image's mkfs time" from "took some file's mtime".
 pub const MKFS_TIME: u32 = 1_700_000_000;
@@ -41,17 +43,13 @@ pub const CAP_VALUE: [u8; 20] = [
 pub const SPARSE_FILE: &str = "/var/lib/sparse.img";
 pub const OWNED_1000: &str = "/home/user/notes.txt";
 
-/// True when the environment asks that nothing be skipped.
-pub fn ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
-
 /// Says whether a test can run; prints why not (or panics under `CI=true`) when it cannot.
 pub fn can_run(test: &str, tools: &[&str]) -> bool {
-    let mut missing: Vec<String> = tools
+    // util::have_tool reports (or, under CI=true, fails on) each missing tool itself.
+    let missing_tools: Vec<&str> = tools.iter().copied().filter(|t| !have_tool(t)).collect();
+    let mut missing: Vec<String> = missing_tools
         .iter()
-        .filter(|t| !have_tool(t))
-        .map(|t| format!("tool `{t}` not on PATH"))
+        .map(|t| format!("tool `{t}` is not installed"))
         .collect();
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -66,15 +64,6 @@ pub fn can_run(test: &str, tools: &[&str]) -> bool {
     }
     eprintln!("SKIP {test}: {why}");
     false
-}
-
-pub fn have_tool(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| {
-        fs::metadata(dir.join(name))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
 }
 
 /// Runs a command and returns its output; panics with the command and its stderr when it
