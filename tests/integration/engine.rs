@@ -1,7 +1,10 @@
 //! `vxn-blobs inject` judged by the real tools: for every fixture image (gzip, xz, zstd; 128K and
 //! 1M blocks) the output must differ from the input only in the two injected files, as seen by
 //! squashfs-tools (`unsquashfs`), squashfs-tools-ng (`sqfsdiff`, `rdsquashfs`) and, where a loop
-//! mount is allowed, the kernel. Also: byte-identical reruns, SOURCE_DATE_EPOCH, `install`-like
+//! mount is allowed, the kernel. The same checks run on other mksquashfs layouts (uncompressed,
+//! fragment and dedup variants, lz4, 4K blocks, ...), on a gensquashfs image and on injections
+//! into an indexed directory; an oracle self-test proves they accept mksquashfs's own injection
+//! and catch each kind of loss. Also: byte-identical reruns, SOURCE_DATE_EPOCH, `install`-like
 //! replacement of a hardlinked file, and clean failures on bad input.
 //!
 //! Checks collect every difference they find before failing, so one run tells the engine's
@@ -74,6 +77,21 @@ impl Scripts {
 /// /vcontainer-init-common.sh.
 fn scripts() -> Scripts {
     scripts_at(&[fixtures::OLD_INIT, fixtures::COMMON_INIT])
+}
+
+/// Files with the given destinations and contents.
+fn files_at(files: &[(&str, Vec<u8>)]) -> Scripts {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for (i, (dest, bytes)) in files.iter().enumerate() {
+        let source = dir.path().join(format!("file-{i}"));
+        fs::write(&source, bytes).unwrap();
+        out.push((dest.to_string(), source, bytes.clone()));
+    }
+    Scripts {
+        _dir: dir,
+        files: out,
+    }
 }
 
 fn scripts_at(dests: &[&str]) -> Scripts {
@@ -932,6 +950,37 @@ fn inject_into_the_indexed_directory() {
         fixtures::OLD_INIT,
     ]);
     assert_none(test, inject_and_check(&img, &s));
+}
+
+/// Injected files of every size class: empty, one byte, exactly one block, several blocks with
+/// a partial tail, incompressible data, and a run of zeros; at both block sizes.
+#[test]
+fn inject_files_of_every_size() {
+    let test = "inject_files_of_every_size";
+    if !can_run(test, TOOLS) {
+        return;
+    }
+    let tree = fixtures::build_tree();
+    let mut failures = Vec::new();
+    for block in fixtures::BLOCK_SIZES {
+        let img = fixtures::image(&tree, "zstd", block);
+        let bs = block.1 as usize;
+        let mut several = fixtures::noise(2 * bs, 21);
+        several.extend_from_slice(&vec![b'x'; bs / 3]);
+        let files = files_at(&[
+            (fixtures::OLD_INIT, Vec::new()),
+            ("/etc/one-byte", b"!".to_vec()),
+            ("/etc/one-block", fixtures::noise(bs, 22)),
+            ("/usr/lib/several-blocks", several),
+            (
+                "/usr/lib/big-noise",
+                fixtures::noise(3 * 1024 * 1024 + 1, 23),
+            ),
+            ("/var/lib/zeros", vec![0u8; 2 * bs + 5]),
+        ]);
+        failures.extend(inject_and_check(&img, &files));
+    }
+    assert_none(test, failures);
 }
 
 #[test]
