@@ -1171,6 +1171,44 @@ fn replacing_a_hardlinked_file_leaves_its_other_links_alone() {
     assert_eq!(xattrs(&out, "/vxn-init.sh").trim(), "");
 }
 
+/// An image in which nothing is owned by root: the injected files' 0:0 must be added to the id
+/// table, and every other owner must stay.
+#[test]
+fn injecting_adds_root_to_an_id_table_without_it() {
+    if !can_run("injecting_adds_root_to_an_id_table_without_it", TOOLS) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/a"), b"a\n").unwrap();
+    let input = dir.path().join("in.img");
+    fixtures::mksquashfs(
+        &root,
+        &input,
+        "gzip",
+        "128K",
+        &["-force-uid", "1000", "-force-gid", "1001"],
+    );
+    let out = dir.path().join("out.img");
+    let s = scripts();
+    let run = vxn(inject_args(&input, &out, &s, false), None);
+    assert!(succeeded(&run), "{run:#?}");
+    let (a, b) = (listing(&input), listing(&out));
+    for (p, line) in &b {
+        let owner = line.split_whitespace().nth(1).unwrap_or_default();
+        let want = if s.dests().contains(&p.as_str()) {
+            "0/0"
+        } else {
+            "1000/1001"
+        };
+        assert_eq!(owner, want, "{p}: {line}");
+    }
+    assert_eq!(a.len() + 2, b.len());
+    assert_eq!(superblock(&input).ids, "2");
+    assert_eq!(superblock(&out).ids, "3");
+}
+
 // ---- bad input -------------------------------------------------------------------------------
 
 /// A small valid image and the scripts, for the error cases to spoil.
