@@ -41,6 +41,10 @@ pub struct Node {
     pub content: Content,
     /// Dropped nodes (replaced files with no other link) are not written.
     pub dropped: bool,
+    /// Position and length of the inode in the source's inode table stream. The writer keeps
+    /// inodes where they were, so that directories the injection does not touch keep their
+    /// exact listing (whose headers follow which inodes share a metadata block).
+    pub origin: Option<(usize, usize)>,
 }
 
 /// A fragment block: where it is and its size field.
@@ -63,12 +67,15 @@ pub struct Image {
     pub ids: Vec<u32>,
     pub fragments: Vec<Fragment>,
     pub xattrs: Option<XattrTable>,
+    /// The source's inode table, uncompressed: the writer lays the new table over it.
+    pub inode_stream: Vec<u8>,
 }
 
 const INODES: &str = "inode table";
 
-/// An inode met during the tree walk, with its children as (name, inode stream position).
-type Found = (Inode, Vec<(Vec<u8>, usize)>);
+/// An inode met during the tree walk, with its length in the inode stream and its children as
+/// (name, inode stream position).
+type Found = (Inode, usize, Vec<(Vec<u8>, usize)>);
 const DIRS: &str = "directory table";
 
 impl Image {
@@ -182,12 +189,12 @@ impl Image {
             Inode::parse(&inode_stream.data, pos, sb.block_size)
                 .map_err(|why| src.corrupt(INODES, pos as u64, format!("{why} (stream position)")))
         };
-        let root_inode = parse(root_pos)?;
+        let (root_inode, root_len) = parse(root_pos)?;
         if root_inode.kind != Kind::Dir {
             return Err(src.corrupt(INODES, root_pos as u64, "the root inode is not a directory"));
         }
         let mut found: BTreeMap<usize, Found> = BTreeMap::new();
-        found.insert(root_pos, (root_inode, Vec::new()));
+        found.insert(root_pos, (root_inode, root_len, Vec::new()));
         let mut queue = vec![root_pos];
         while let Some(dir_pos) = queue.pop() {
             let (start_block, offset, file_size) = match &found[&dir_pos].0.body {
@@ -229,7 +236,7 @@ impl Image {
                             "an entry points outside the inode table",
                         )
                     })?;
-                if let Some((inode, _)) = found.get(&pos) {
+                if let Some((inode, _, _)) = found.get(&pos) {
                     if inode.kind == Kind::Dir || e.kind == Kind::Dir {
                         return Err(src.corrupt(
                             DIRS,
@@ -241,13 +248,13 @@ impl Image {
                         ));
                     }
                 } else {
-                    let inode = parse(pos)?;
+                    let (inode, len) = parse(pos)?;
                     if inode.kind != e.kind {
                         return Err(src.corrupt(
                             INODES,
                             pos as u64,
                             format!(
-                                "the entry {:?} says {:?} but its inode is {:?}",
+                                "the entry {:?} says {} but its inode is a {}",
                                 String::from_utf8_lossy(&e.name),
                                 e.kind,
                                 inode.kind
@@ -264,12 +271,12 @@ impl Image {
                     if inode.kind == Kind::Dir {
                         queue.push(pos);
                     }
-                    found.insert(pos, (inode, Vec::new()));
+                    found.insert(pos, (inode, len, Vec::new()));
                 }
                 children.push((e.name, pos));
             }
             if let Some(entry) = found.get_mut(&dir_pos) {
-                entry.1 = children;
+                entry.2 = children;
             }
         }
 
@@ -277,7 +284,7 @@ impl Image {
             found.keys().enumerate().map(|(i, p)| (*p, i)).collect();
         let mut numbers = vec![false; sb.inode_count as usize + 1];
         let mut nodes = Vec::with_capacity(found.len());
-        for (pos, (inode, children)) in found {
+        for (pos, (inode, len, children)) in found {
             let n = inode.number as usize;
             if n == 0 || n > sb.inode_count as usize || numbers[n] {
                 return Err(src.corrupt(
@@ -305,6 +312,7 @@ impl Image {
                     .collect(),
                 content: Content::Original,
                 dropped: false,
+                origin: Some((pos, len)),
             });
         }
         Ok(Image {
@@ -317,6 +325,7 @@ impl Image {
             ids,
             fragments,
             xattrs,
+            inode_stream: inode_stream.data,
         })
     }
 

@@ -18,6 +18,20 @@ pub enum Kind {
     Socket = 7,
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Dir => "directory",
+            Kind::File => "regular file",
+            Kind::Symlink => "symlink",
+            Kind::BlockDev => "block device",
+            Kind::CharDev => "character device",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+        })
+    }
+}
+
 impl Kind {
     fn from_basic(code: u16) -> Option<Kind> {
         Some(match code {
@@ -130,8 +144,9 @@ impl<'a> Cursor<'a> {
 }
 
 impl Inode {
-    /// Parses the inode starting at `pos` of the inode table stream.
-    pub fn parse(data: &[u8], pos: usize, block_size: u32) -> Result<Inode, String> {
+    /// Parses the inode starting at `pos` of the inode table stream; also returns how many
+    /// bytes it takes there.
+    pub fn parse(data: &[u8], pos: usize, block_size: u32) -> Result<(Inode, usize), String> {
         let mut c = Cursor { data, pos };
         let code = c.u16()?;
         let (kind, extended) = match code {
@@ -251,7 +266,7 @@ impl Inode {
                 Body::Ipc
             }
         };
-        Ok(Inode {
+        let inode = Inode {
             kind,
             extended,
             mode,
@@ -262,7 +277,8 @@ impl Inode {
             nlink,
             xattr,
             body,
-        })
+        };
+        Ok((inode, c.pos - pos))
     }
 
     /// Appends the on-disk form. Directories pass their freshly built index; the extended

@@ -225,14 +225,12 @@ impl Stream {
     }
 }
 
-/// Builds a metadata table block by block, handing out references as it goes.
+/// Builds a metadata table block by block.
 pub struct Writer<'a> {
     codec: &'a Codec,
     compress: bool,
     out: Vec<u8>,
     pending: Vec<u8>,
-    /// Where each emitted block starts, so that indexes can point at blocks already written.
-    starts: Vec<u64>,
 }
 
 impl<'a> Writer<'a> {
@@ -242,13 +240,7 @@ impl<'a> Writer<'a> {
             compress,
             out: Vec::new(),
             pending: Vec::with_capacity(METADATA_SIZE * 2),
-            starts: Vec::new(),
         }
-    }
-
-    /// Where the next byte written will be: (block start relative to the table, offset).
-    pub fn position(&self) -> (u64, usize) {
-        (self.out.len() as u64, self.pending.len())
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
@@ -260,18 +252,7 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Number of the block the next byte goes into (blocks counted from 0).
-    pub fn block_number(&self) -> usize {
-        self.starts.len()
-    }
-
-    /// Start (relative to the table) of block `n`, which is written or is the current one.
-    pub fn block_start(&self, n: usize) -> u64 {
-        self.starts.get(n).copied().unwrap_or(self.out.len() as u64)
-    }
-
     fn emit(&mut self, block: &[u8]) {
-        self.starts.push(self.out.len() as u64);
         let packed = if self.compress {
             self.codec.compress(block)
         } else {

@@ -214,7 +214,7 @@ fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) ->
         })?;
         if img.nodes[parent].inode.kind != Kind::Dir {
             return Err(bad(format!(
-                "{parent_path:?} is a {:?} in the image, not a directory",
+                "{parent_path:?} is a {} in the image, not a directory",
                 img.nodes[parent].inode.kind
             )));
         }
@@ -268,6 +268,7 @@ fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) ->
             children: Vec::new(),
             content: Content::Host(inj.source.clone()),
             dropped: false,
+            origin: None,
         };
         img.nodes.push(node);
         let id = img.nodes.len() - 1;

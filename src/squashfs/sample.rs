@@ -133,6 +133,7 @@ pub fn write_sample_image(output: &Path, mkfs_time: u32) -> Result<(), Error> {
                 Content::Original
             },
             dropped: false,
+            origin: None,
         });
         paths.push(it.path);
     }
@@ -158,6 +159,7 @@ pub fn write_sample_image(output: &Path, mkfs_time: u32) -> Result<(), Error> {
         children: Vec::new(),
         content: Content::Original,
         dropped: false,
+        origin: None,
     });
     // Link every item under its parent; the items are listed parents first, names sorted.
     for (i, path) in paths.iter().enumerate() {
@@ -209,6 +211,7 @@ pub fn write_sample_image(output: &Path, mkfs_time: u32) -> Result<(), Error> {
         ids,
         fragments: Vec::new(),
         xattrs: Some(xattrs),
+        inode_stream: Vec::new(),
     };
     let plan = Plan {
         codec,

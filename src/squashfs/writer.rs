@@ -74,6 +74,10 @@ pub fn write(
         path: path.to_path_buf(),
     };
     out.put(&[0u8; SUPERBLOCK_SIZE])?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.jobs)
+        .build()
+        .map_err(|e| Error::io("start worker threads for", path, std::io::Error::other(e)))?;
     if let Some(opts) = plan.codec.options() {
         out.put(&(opts.len() as u16 | METADATA_UNCOMPRESSED).to_le_bytes())?;
         out.put(opts)?;
@@ -95,7 +99,7 @@ pub fn write(
         copy_raw(img, &mut out, total, progress)?;
         img.fragments.clone()
     } else {
-        transcode(img, plan, &mut out, new_bytes, progress)?
+        transcode(img, plan, &pool, &mut out, new_bytes, progress)?
     };
     let done_before_new = out.pos;
     let mut digests = HashMap::new();
@@ -112,7 +116,7 @@ pub fn write(
 
     // The metadata tables.
     let compress_inodes = plan.flags & flags::UNCOMPRESSED_INODES == 0;
-    let (inode_table, dir_table, refs) = encode_tree(img, &plan.codec, compress_inodes);
+    let (inode_table, dir_table, refs) = encode_tree(img, &plan.codec, compress_inodes, &pool);
     let mut sb = img.sb.clone();
     sb.mkfs_time = plan.mkfs_time;
     sb.compressor_id = plan.codec.id();
@@ -226,6 +230,7 @@ fn extent_len(field: u32) -> u64 {
 fn transcode(
     img: &mut Image,
     plan: &Plan,
+    pool: &rayon::ThreadPool,
     out: &mut Out,
     new_bytes: u64,
     progress: &mut dyn FnMut(u64, u64),
@@ -265,16 +270,7 @@ fn transcode(
         }
     }
     let total: u64 = extents.iter().map(|e| extent_len(e.1)).sum::<u64>() + new_bytes;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(plan.jobs)
-        .build()
-        .map_err(|e| {
-            Error::io(
-                "start worker threads for",
-                &out.path,
-                std::io::Error::other(e),
-            )
-        })?;
+
     let block_size = img.sb.block_size as usize;
     let compress = plan.flags & flags::UNCOMPRESSED_DATA == 0;
     // Enough blocks in flight to keep every worker busy, few enough to bound memory.
@@ -424,84 +420,280 @@ fn write_content(
     Ok((body, hash.finalize().into()))
 }
 
-/// Encodes the inode and directory tables. Inodes go in the source's order, except that a
-/// directory is written only after all its children and its listing, because its inode points
-/// at the listing and the listing at the children's inodes (mksquashfs orders them the same
-/// way, so an unchanged image keeps its order). Returns both tables and each node's new
-/// inode reference.
-fn encode_tree(img: &mut Image, codec: &Codec, compress: bool) -> (Vec<u8>, Vec<u8>, Vec<u64>) {
-    let n = img.nodes.len();
-    let mut refs: Vec<Option<u64>> = vec![None; n];
-    let mut inodes = Writer::new(codec, compress);
-    let mut dirs = Writer::new(codec, compress);
-    let mut buf = Vec::new();
-    for first in 0..n {
-        if img.nodes[first].dropped {
-            continue;
+/// Rounds of re-resolving references between the inode and directory tables before the inode
+/// table is stored uncompressed, which makes its block positions independent of its contents.
+const MAX_ROUNDS: usize = 8;
+
+/// Encodes the inode and directory tables; returns both and each node's new inode reference.
+///
+/// Inodes stay at their position in the source's (uncompressed) inode table, and new ones go
+/// after them. That keeps every untouched directory's listing exactly as it was: a listing
+/// starts a new header wherever consecutive entries' inodes sit in different metadata blocks,
+/// so moving inodes would reshape directories that have nothing to do with the injection.
+/// A replaced inode's old bytes stay in place, unreferenced, as mksquashfs' append mode leaves
+/// them.
+///
+/// The two tables point into each other (entries at inodes, directory inodes at listings),
+/// and a reference names a block's compressed position, so they are encoded in rounds until
+/// the positions they assume are the positions they produce.
+fn encode_tree(
+    img: &mut Image,
+    codec: &Codec,
+    compress: bool,
+    pool: &rayon::ThreadPool,
+) -> (Vec<u8>, Vec<u8>, Vec<u64>) {
+    let order = post_order(img);
+    let (pos, end) = layout(img, &order);
+    let dirs: Vec<NodeId> = order
+        .iter()
+        .copied()
+        .filter(|id| img.nodes[*id].inode.kind == Kind::Dir)
+        .collect();
+
+    let mut base = img.inode_stream.clone();
+    base.resize(end.max(base.len()), 0);
+    let mut inode_blocks = BlockCache::default();
+    let mut dir_blocks = BlockCache::default();
+    let mut inode_starts: Vec<u64> = Vec::new();
+    let mut compress_inodes = compress;
+    for round in 0.. {
+        if round == MAX_ROUNDS {
+            // Uncompressed blocks have sizes that do not depend on what they hold.
+            compress_inodes = false;
+            inode_starts = uncompressed_starts(base.len());
         }
-        let mut stack = vec![(first, false)];
-        while let Some((id, expanded)) = stack.pop() {
-            if refs[id].is_some() {
-                continue;
-            }
-            if img.nodes[id].inode.kind == Kind::Dir && !expanded {
-                stack.push((id, true));
-                for (_, c) in img.nodes[id].children.iter().rev() {
-                    if refs[*c].is_none() {
-                        stack.push((*c, false));
+        let (dir_stream, listings) = dir_stream(img, &dirs, &pos, &inode_starts);
+        let (dir_table, dir_starts) = dir_blocks.encode(&dir_stream, codec, compress, pool);
+        let mut stream = base.clone();
+        let mut buf = Vec::new();
+        for &id in &order {
+            let index = match listings.get(&id) {
+                Some((at, len, pending)) => {
+                    let start = |p: usize| {
+                        dir_starts
+                            .get(p / METADATA_SIZE)
+                            .copied()
+                            .unwrap_or(dir_table.len() as u64)
+                    };
+                    if let Body::Dir {
+                        start_block,
+                        offset,
+                        file_size,
+                        ..
+                    } = &mut img.nodes[id].inode.body
+                    {
+                        *start_block = start(*at) as u32;
+                        *offset = (at % METADATA_SIZE) as u16;
+                        *file_size = *len as u32 + 3;
                     }
+                    pending
+                        .iter()
+                        .map(|p| IndexEntry {
+                            index: p.index,
+                            start: start(at + p.index as usize) as u32,
+                            name: p.name.clone(),
+                        })
+                        .collect()
                 }
-                continue;
-            }
-            let mut index = Vec::new();
-            if img.nodes[id].inode.kind == Kind::Dir {
-                let entries: Vec<OutEntry<'_>> = img.nodes[id]
-                    .children
-                    .iter()
-                    .map(|(name, c)| {
-                        let r = refs[*c].unwrap_or(0);
-                        OutEntry {
-                            name,
-                            kind: img.nodes[*c].inode.kind,
-                            inode_block: (r >> 16) as u32,
-                            inode_offset: (r & 0xffff) as u16,
-                            number: img.nodes[*c].inode.number,
-                        }
-                    })
-                    .collect();
-                let (listing, pending) = encode_listing(&entries);
-                let first_block = dirs.block_number();
-                let (start_block, offset) = dirs.position();
-                dirs.write(&listing);
-                for p in pending {
-                    let block = first_block + (offset + p.index as usize) / METADATA_SIZE;
-                    index.push(IndexEntry {
-                        index: p.index,
-                        start: dirs.block_start(block) as u32,
-                        name: p.name,
-                    });
-                }
-                if let Body::Dir {
-                    start_block: sb,
-                    offset: off,
-                    file_size,
-                    ..
-                } = &mut img.nodes[id].inode.body
-                {
-                    *sb = start_block as u32;
-                    *off = offset as u16;
-                    *file_size = listing.len() as u32 + 3;
-                }
-            }
-            let (block, offset) = inodes.position();
-            refs[id] = Some(make_ref(block, offset));
+                None => Vec::new(),
+            };
             buf.clear();
             img.nodes[id].inode.write(&mut buf, &index);
-            inodes.write(&buf);
+            stream[pos[id]..pos[id] + buf.len()].copy_from_slice(&buf);
+        }
+        let (inode_table, starts) = inode_blocks.encode(&stream, codec, compress_inodes, pool);
+        if starts == inode_starts || round >= MAX_ROUNDS {
+            let mut refs = vec![0u64; img.nodes.len()];
+            for &id in &order {
+                let block = inode_starts
+                    .get(pos[id] / METADATA_SIZE)
+                    .copied()
+                    .unwrap_or(0);
+                refs[id] = make_ref(block, pos[id] % METADATA_SIZE);
+            }
+            return (inode_table, dir_table, refs);
+        }
+        inode_starts = starts;
+    }
+    unreachable!("the loop returns by round MAX_ROUNDS")
+}
+
+/// Live nodes, every directory after its children (the order mksquashfs writes them in).
+fn post_order(img: &Image) -> Vec<NodeId> {
+    let mut order = Vec::with_capacity(img.nodes.len());
+    let mut seen = vec![false; img.nodes.len()];
+    let mut stack = vec![(img.root, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        if seen[id] {
+            continue;
+        }
+        if img.nodes[id].inode.kind == Kind::Dir && !expanded {
+            stack.push((id, true));
+            for (_, c) in img.nodes[id].children.iter().rev() {
+                stack.push((*c, false));
+            }
+            continue;
+        }
+        seen[id] = true;
+        order.push(id);
+    }
+    order
+}
+
+/// Decides where each inode goes in the new inode stream; returns the positions (indexed by
+/// node) and the stream's length. Inodes keep their source position unless they grew (a
+/// directory that gained an index entry); new and grown ones are appended in `order`.
+fn layout(img: &mut Image, order: &[NodeId]) -> (Vec<usize>, usize) {
+    let mut moved = vec![false; img.nodes.len()];
+    loop {
+        let mut pos: Vec<Option<usize>> = img
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(id, n)| n.origin.filter(|_| !moved[id]).map(|o| o.0))
+            .collect();
+        let mut end = img.inode_stream.len();
+        let mut grew = false;
+        let mut buf = Vec::new();
+        for &id in order {
+            let mut index = Vec::new();
+            if img.nodes[id].inode.kind == Kind::Dir {
+                // Block numbers stand in for block positions: they split headers the same way.
+                let (listing, pending) = listing(img, id, |c| {
+                    let p = pos[c].unwrap_or(0);
+                    ((p / METADATA_SIZE) as u64, p % METADATA_SIZE)
+                });
+                if let Body::Dir { file_size, .. } = &mut img.nodes[id].inode.body {
+                    *file_size = listing.len() as u32 + 3;
+                }
+                index = pending
+                    .into_iter()
+                    .map(|p| IndexEntry {
+                        index: p.index,
+                        start: 0,
+                        name: p.name,
+                    })
+                    .collect();
+            }
+            buf.clear();
+            img.nodes[id].inode.write(&mut buf, &index);
+            match (pos[id], img.nodes[id].origin) {
+                (Some(_), Some((_, len))) if buf.len() > len => {
+                    moved[id] = true;
+                    grew = true;
+                }
+                (Some(_), _) => {}
+                (None, _) => {
+                    pos[id] = Some(end);
+                    end += buf.len();
+                }
+            }
+        }
+        if !grew {
+            return (pos.into_iter().map(|p| p.unwrap_or(0)).collect(), end);
         }
     }
-    let refs = refs.into_iter().map(|r| r.unwrap_or(0)).collect();
-    (inodes.finish(), dirs.finish(), refs)
+}
+
+/// A directory's listing, with each child's inode reference given by `inode_ref`.
+fn listing(
+    img: &Image,
+    id: NodeId,
+    inode_ref: impl Fn(NodeId) -> (u64, usize),
+) -> (Vec<u8>, Vec<super::dir::PendingIndex>) {
+    let entries: Vec<OutEntry<'_>> = img.nodes[id]
+        .children
+        .iter()
+        .map(|(name, c)| {
+            let (block, offset) = inode_ref(*c);
+            OutEntry {
+                name,
+                kind: img.nodes[*c].inode.kind,
+                inode_block: block as u32,
+                inode_offset: offset as u16,
+                number: img.nodes[*c].inode.number,
+            }
+        })
+        .collect();
+    encode_listing(&entries)
+}
+
+/// Where each directory's listing is in the directory stream: (position, length, index).
+type Listings = HashMap<NodeId, (usize, usize, Vec<super::dir::PendingIndex>)>;
+
+/// The uncompressed directory table, with listings in `dirs` order, for inode blocks at
+/// `inode_starts`.
+fn dir_stream(
+    img: &Image,
+    dirs: &[NodeId],
+    pos: &[usize],
+    inode_starts: &[u64],
+) -> (Vec<u8>, Listings) {
+    let mut stream = Vec::new();
+    let mut listings = HashMap::with_capacity(dirs.len());
+    for &id in dirs {
+        let (bytes, pending) = listing(img, id, |c| {
+            let p = pos[c];
+            (
+                inode_starts.get(p / METADATA_SIZE).copied().unwrap_or(0),
+                p % METADATA_SIZE,
+            )
+        });
+        listings.insert(id, (stream.len(), bytes.len(), pending));
+        stream.extend_from_slice(&bytes);
+    }
+    (stream, listings)
+}
+
+fn uncompressed_starts(len: usize) -> Vec<u64> {
+    (0..len.div_ceil(METADATA_SIZE))
+        .map(|k| (k * (METADATA_SIZE + 2)) as u64)
+        .collect()
+}
+
+/// Compressed metadata blocks of the previous round, reused where a block's bytes did not
+/// change (most of them, after the first round).
+#[derive(Default)]
+struct BlockCache {
+    blocks: Vec<(Vec<u8>, bool, Vec<u8>)>,
+}
+
+impl BlockCache {
+    /// Splits a stream into metadata blocks, compressing them in parallel; returns the table's
+    /// bytes and each block's start.
+    fn encode(
+        &mut self,
+        stream: &[u8],
+        codec: &Codec,
+        compress: bool,
+        pool: &rayon::ThreadPool,
+    ) -> (Vec<u8>, Vec<u64>) {
+        let previous = std::mem::take(&mut self.blocks);
+        let blocks: Vec<(Vec<u8>, bool, Vec<u8>)> = pool.install(|| {
+            stream
+                .par_chunks(METADATA_SIZE)
+                .enumerate()
+                .map(|(k, chunk)| match previous.get(k) {
+                    Some((plain, c, packed)) if plain.as_slice() == chunk && *c == compress => {
+                        (plain.clone(), *c, packed.clone())
+                    }
+                    _ => {
+                        let mut w = Writer::new(codec, compress);
+                        w.write(chunk);
+                        (chunk.to_vec(), compress, w.finish())
+                    }
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(stream.len());
+        let mut starts = Vec::with_capacity(blocks.len());
+        for (_, _, packed) in &blocks {
+            starts.push(out.len() as u64);
+            out.extend_from_slice(packed);
+        }
+        self.blocks = blocks;
+        (out, starts)
+    }
 }
 
 /// The superblock a fresh image starts from, for the built-in sample.
