@@ -36,4 +36,4 @@ cargo build --release --locked
 echo "test.sh: cargo test"
 cargo test --release --locked
 echo "test.sh: pytest"
-VXN_BLOBS="$top/target/release/vxn-blobs" .venv/bin/python -m pytest -q tests
+VXN_BLOBS="${CARGO_TARGET_DIR:-$top/target}/release/vxn-blobs" .venv/bin/python -m pytest -q tests
