@@ -280,6 +280,20 @@ impl Image {
             }
         }
 
+        // Every inode of a well-formed image hangs in the tree. Fewer means the root reference
+        // or a listing points somewhere else: the image would be written back with inodes
+        // missing, under a superblock that still counts them.
+        if found.len() != sb.inode_count as usize {
+            return Err(src.corrupt(
+                "superblock",
+                0,
+                format!(
+                    "the directory tree holds {} inodes but the superblock counts {}",
+                    found.len(),
+                    sb.inode_count
+                ),
+            ));
+        }
         let id_of: HashMap<usize, NodeId> =
             found.keys().enumerate().map(|(i, p)| (*p, i)).collect();
         let mut numbers = vec![false; sb.inode_count as usize + 1];
@@ -505,4 +519,29 @@ fn directory_table_end(src: &Source, sb: &SuperBlock) -> Result<u64, Error> {
         consider("xattr table", sb.xattr_table, false)?;
     }
     Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image whose tree holds fewer inodes than its superblock counts (a root reference
+    /// moved onto a subdirectory looks the same) used to be accepted and written back with the
+    /// missing inodes still counted; the read-back then failed naming the temporary file.
+    #[test]
+    fn a_tree_holding_fewer_inodes_than_counted_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sample.img");
+        super::super::write_sample_image(&path, 1).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let count = le::u32(&bytes, 4);
+        bytes[4..8].copy_from_slice(&(count + 1).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Image::open(&path).err().expect("the image is refused");
+        assert!(
+            err.to_string()
+                .contains(&format!("holds {count} inodes but the superblock counts")),
+            "{err}"
+        );
+    }
 }
