@@ -1,10 +1,12 @@
 //! The integration test binary: one module per area, all run against the real `vxn-blobs`.
 
 mod bad_input;
+mod bounded;
 mod cli;
 mod compile;
 mod deploy;
 mod engine;
 mod fixtures;
+mod hostile;
 mod spec;
 mod util;
