@@ -196,6 +196,11 @@ impl Image {
         let mut found: BTreeMap<usize, Found> = BTreeMap::new();
         found.insert(root_pos, (root_inode, root_len, Vec::new()));
         let mut queue = vec![root_pos];
+        // No two directories of a well-formed image share listing bytes, so all listings fit
+        // in the table together. Believing listings that overlap would let a few hundred
+        // kilobytes of table name millions of entries (every directory reusing one long
+        // listing), in memory and time quadratic in the table's size.
+        let mut listed = 0usize;
         while let Some(dir_pos) = queue.pop() {
             let (start_block, offset, file_size) = match &found[&dir_pos].0.body {
                 Body::Dir {
@@ -225,6 +230,14 @@ impl Image {
                 parse_listing(&dir_stream.data, at, len)
                     .map_err(|why| src.corrupt(DIRS, u64::from(start_block), why))?
             };
+            listed += len;
+            if listed > dir_stream.data.len() {
+                return Err(src.corrupt(
+                    DIRS,
+                    u64::from(start_block),
+                    "directory listings overlap (together they are longer than the table)",
+                ));
+            }
             let mut children = Vec::with_capacity(entries.len());
             for e in entries {
                 let pos = inode_stream
