@@ -193,6 +193,11 @@ impl Image {
         if root_inode.kind != Kind::Dir {
             return Err(src.corrupt(INODES, root_pos as u64, "the root inode is not a directory"));
         }
+        // No two inodes of a well-formed image share bytes, so together they fit in the inode
+        // table. A file inode claiming a huge size reads its block list from the rest of the
+        // table; many such inodes overlapping would each claim it again (hundreds of them,
+        // four megabytes apiece, from one table of a few).
+        let mut inode_bytes = root_len;
         let mut found: BTreeMap<usize, Found> = BTreeMap::new();
         found.insert(root_pos, (root_inode, root_len, Vec::new()));
         let mut queue = vec![root_pos];
@@ -262,6 +267,14 @@ impl Image {
                     }
                 } else {
                     let (inode, len) = parse(pos)?;
+                    inode_bytes += len;
+                    if inode_bytes > inode_stream.data.len() {
+                        return Err(src.corrupt(
+                            INODES,
+                            pos as u64,
+                            "inodes overlap (together they are longer than the table)",
+                        ));
+                    }
                     if inode.kind != e.kind {
                         return Err(src.corrupt(
                             INODES,
