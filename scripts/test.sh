@@ -10,7 +10,7 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-APT_PACKAGES="squashfs-tools squashfs-tools-ng attr cpio python3-venv time"
+APT_PACKAGES="squashfs-tools squashfs-tools-ng attr cpio python3-venv time strace"
 
 if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
     missing=""

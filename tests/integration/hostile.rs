@@ -139,7 +139,7 @@ impl Bench {
 }
 
 /// Deterministic bytes (xorshift), so that data blocks do not compress away.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+pub(crate) fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     (0..len)
         .map(|_| {
             seed ^= seed << 13;

@@ -6,6 +6,7 @@ mod cli;
 mod compile;
 mod deploy;
 mod engine;
+mod faults;
 mod fixtures;
 mod hostile;
 mod spec;
