@@ -5,6 +5,8 @@
 //! and may be recompressed: references into it name a block's compressed position, so they are
 //! kept as positions in the uncompressed stream while the table is in memory.
 
+use std::collections::HashSet;
+
 use super::codec::Codec;
 use super::error::Error;
 use super::format::{le, make_ref, split_ref, METADATA_SIZE};
@@ -54,6 +56,12 @@ impl XattrTable {
         let ids = src.read_indexed_table(codec, TABLE, header_pos + 16, count, ID_ENTRY_SIZE)?;
         let stream = src.read_stream(codec, TABLE, kv_start, kv_end)?;
         let mut table = XattrTable::default();
+        // No two attribute sets of a well-formed image share pairs (a repeated set is one id),
+        // so the pairs walked fit in the table together. Sets that overlap could each claim
+        // most of it: a million ids times a megabyte of pairs, and a reference recorded for
+        // every out-of-line value on the way. An id repeating another is walked once.
+        let mut walked: HashSet<(usize, u32)> = HashSet::new();
+        let mut walked_bytes = 0usize;
         for entry in ids.chunks_exact(ID_ENTRY_SIZE) {
             let (block, offset) = split_ref(le::u64(entry, 0));
             let pos = stream.position(block, offset).ok_or_else(|| {
@@ -68,7 +76,16 @@ impl XattrTable {
                 count: le::u32(entry, 8),
                 size: le::u32(entry, 12),
             };
-            table.scan_set(src, &stream, &set)?;
+            if walked.insert((set.pos, set.count)) {
+                walked_bytes += table.scan_set(src, &stream, &set)?;
+                if walked_bytes > stream.data.len() {
+                    return Err(src.corrupt(
+                        TABLE,
+                        header_pos,
+                        "attribute sets overlap (together they are longer than the table)",
+                    ));
+                }
+            }
             table.sets.push(set);
         }
         table.out_of_line.sort_unstable();
@@ -77,8 +94,9 @@ impl XattrTable {
         Ok(table)
     }
 
-    /// Walks one set's pairs to check their bounds and record out-of-line references.
-    fn scan_set(&mut self, src: &Source, stream: &Stream, set: &AttrSet) -> Result<(), Error> {
+    /// Walks one set's pairs to check their bounds and record out-of-line references; returns
+    /// the bytes walked.
+    fn scan_set(&mut self, src: &Source, stream: &Stream, set: &AttrSet) -> Result<usize, Error> {
         let data = &stream.data;
         let bad =
             |what: &str| src.corrupt(TABLE, set.pos as u64, format!("{what} (stream position)"));
@@ -117,7 +135,7 @@ impl XattrTable {
                 .filter(|a| *a <= data.len())
                 .ok_or_else(|| bad("an attribute value runs past the table"))?;
         }
-        Ok(())
+        Ok(at - set.pos)
     }
 
     /// Encodes the table to sit at `base` in the output. Returns its bytes and the position of
