@@ -694,11 +694,25 @@ pub(crate) fn stage_bytes(dir: &Path, bytes: &[u8]) -> Result<TempPath, Error> {
 
 /// Renames a staged file into place; rename replaces a symlink there instead of following it.
 pub(crate) fn commit(temp: TempPath, destination: &Path) -> Result<(), Error> {
+    // rename(2) onto another name of the same file does nothing and leaves both names: a
+    // redeploy that hardlinked the unchanged output would keep its staging name forever.
+    if same_file(&temp, destination) {
+        let staged = temp.to_path_buf();
+        return temp.close().map_err(Error::io("remove", &staged));
+    }
     temp.persist(destination).map_err(|e| Error::Io {
         action: "rename into place",
         path: destination.to_path_buf(),
         source: e.error,
     })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Makes renames in `dir` durable.

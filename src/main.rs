@@ -108,13 +108,26 @@ fn parse_add(text: &str) -> Result<Injection, String> {
     })
 }
 
+/// println! that ignores a closed or full stdout: the job is done by then, and a report that
+/// cannot be shown must not turn it into a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vxn-blobs: error: {}", error_chain(e.as_ref()));
+            // Not eprintln!: it panics when stderr cannot be written (a full disk under a log).
+            let _ = writeln!(
+                std::io::stderr(),
+                "vxn-blobs: error: {}",
+                error_chain(e.as_ref())
+            );
             ExitCode::from(1)
         }
     }
@@ -181,7 +194,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 source_date_epoch: spec::source_date_epoch_from_env()?,
             };
             let report = squashfs::inject(&input, &output, &add, &options, &mut |_, _| {})?;
-            println!(
+            say!(
                 "wrote {}: {} bytes, {} inodes, {} -> {}{}",
                 output.display(),
                 report.bytes_written,
@@ -226,28 +239,28 @@ fn compile(spec: &Spec, progress: bool) -> Result<CompileReport, vxn_blobs::Erro
 
 fn print_compile(spec: &Spec, report: &CompileReport) {
     let verb = if report.reused { "reused" } else { "built" };
-    println!(
+    say!(
         "compile: {verb} {} ({})",
         spec.build_dir.display(),
         report.reason
     );
     for (name, record) in &report.outputs {
-        println!("  {}  {name} ({} bytes)", record.sha256, record.size);
+        say!("  {}  {name} ({} bytes)", record.sha256, record.size);
     }
 }
 
 fn print_deploy(report: &DeployReport) {
-    println!("deploy: installed into {}", report.dir.display());
+    say!("deploy: installed into {}", report.dir.display());
     for file in &report.files {
-        println!("  {}  {} ({} bytes)", file.sha256, file.name, file.size);
+        say!("  {}  {} ({} bytes)", file.sha256, file.name, file.size);
     }
     for name in &report.removed {
-        println!("  removed {name} (left by an earlier deploy)");
+        say!("  removed {name} (left by an earlier deploy)");
     }
 }
 
 fn demo(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let report = vxn_blobs::demo::run(out)?;
-    print!("{}", report.render());
+    let _ = write!(std::io::stdout(), "{}", report.render());
     Ok(())
 }

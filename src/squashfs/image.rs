@@ -382,8 +382,11 @@ impl Image {
         Some(at)
     }
 
-    /// Reads a regular file of the source image, up to `limit` bytes.
-    pub fn read_file(&self, id: NodeId, limit: u64) -> Result<Vec<u8>, Error> {
+    /// The sha256 of a regular file's contents, read a block at a time so that memory stays
+    /// bounded by the block size whatever size the file claims.
+    pub fn hash_file(&self, id: NodeId) -> Result<[u8; 32], Error> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
         let (blocks_start, file_size, fragment, frag_offset, blocks) =
             match &self.nodes[id].inode.body {
                 Body::File {
@@ -394,33 +397,32 @@ impl Image {
                     blocks,
                     ..
                 } => (*blocks_start, *file_size, *fragment, *frag_offset, blocks),
-                _ => return Ok(Vec::new()),
+                _ => return Ok(hash.finalize().into()),
             };
-        if file_size > limit {
-            return Err(self.src.corrupt(
-                "data",
-                blocks_start,
-                format!("the file is over {limit} bytes"),
-            ));
-        }
         let bs = self.sb.block_size as usize;
-        let mut out = Vec::with_capacity(file_size.min(64 << 20) as usize);
+        let zeros = vec![0u8; bs];
+        let mut done = 0u64;
         let mut pos = blocks_start;
         for field in blocks {
-            let want = (file_size as usize - out.len()).min(bs);
+            let want = (file_size - done).min(bs as u64) as usize;
             let size = field & !DATA_UNCOMPRESSED;
             if size == 0 {
-                out.resize(out.len() + want, 0);
-                continue;
+                hash.update(&zeros[..want]);
+            } else {
+                let data = self.read_block(pos, *field, want)?;
+                let piece = data.get(..want).ok_or_else(|| {
+                    self.src
+                        .corrupt("data", pos, "a data block is shorter than its file needs")
+                })?;
+                hash.update(piece);
+                pos += u64::from(size);
             }
-            let data = self.read_block(pos, *field, want)?;
-            out.extend_from_slice(&data[..want.min(data.len())]);
-            pos += u64::from(size);
+            done += want as u64;
         }
         if fragment != NO_FRAGMENT {
             let frag = self.fragments[fragment as usize];
             let data = self.read_block(frag.start, frag.size, bs)?;
-            let tail = file_size as usize - out.len();
+            let tail = (file_size - done) as usize;
             let start = frag_offset as usize;
             let piece = data.get(start..start + tail).ok_or_else(|| {
                 self.src.corrupt(
@@ -429,9 +431,9 @@ impl Image {
                     "a file's tail lies outside its fragment",
                 )
             })?;
-            out.extend_from_slice(piece);
+            hash.update(piece);
         }
-        Ok(out)
+        Ok(hash.finalize().into())
     }
 
     /// Reads and decompresses one data block or fragment.

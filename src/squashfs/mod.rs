@@ -364,11 +364,7 @@ fn verify(
         let at = back
             .lookup(dest)
             .ok_or_else(|| fail(format!("{dest} is missing (this is a bug in vxn-blobs)")))?;
-        let data = back.read_file(at, u64::MAX)?;
-        let digest: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(&data).into()
-        };
+        let digest = back.hash_file(at)?;
         if written.digests.get(id) != Some(&digest)
             || back.nodes[at].inode.mode != img.nodes[*id].inode.mode
         {
@@ -406,9 +402,8 @@ pub fn stat(image: &Path, path: &str) -> Result<FileInfo, Error> {
     let owner = |i: u16| img.ids.get(i as usize).copied().unwrap_or(0);
     let (size, sha256) = match &inode.body {
         Body::File { file_size, .. } => {
-            use sha2::Digest;
-            let data = img.read_file(id, u64::MAX)?;
-            let hex: String = sha2::Sha256::digest(&data)
+            let hex: String = img
+                .hash_file(id)?
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();

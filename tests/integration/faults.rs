@@ -317,7 +317,6 @@ fn a_full_disk_during_compile_and_deploy() {
 }
 
 #[test]
-#[ignore = "known bug, reported: a redeploy of unchanged outputs leaves .vxn-blobs-tmp-* hardlinks"]
 fn a_redeploy_leaves_no_temporaries() {
     // Deploy stages each output as a hardlink to the build output and renames it over the
     // final name. When the final name already is a link to that same inode (a redeploy of an
