@@ -435,7 +435,7 @@ impl State {
         let file = match open_no_follow(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(format!("there is no {STATE_FILE} in it"))
+                return Err(format!("nothing was compiled there yet (no {STATE_FILE})"))
             }
             Err(e) => return Err(format!("{STATE_FILE} cannot be opened: {e}")),
         };
