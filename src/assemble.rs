@@ -435,7 +435,7 @@ impl State {
         let file = match open_no_follow(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(format!("nothing was compiled there yet (no {STATE_FILE})"))
+                return Err(format!("nothing was compiled there yet: no {STATE_FILE}"))
             }
             Err(e) => return Err(format!("{STATE_FILE} cannot be opened: {e}")),
         };
