@@ -369,11 +369,11 @@ fn write_content(
     compress: bool,
     out: &mut Out,
 ) -> Result<(Body, [u8; 32]), Error> {
-    let mut reader: Box<dyn Read> = match &img.nodes[id].content {
+    let mut reader: Box<dyn Read + '_> = match &img.nodes[id].content {
         Content::Host(p) => {
             Box::new(File::open(p).map_err(|e| Error::io("read the file to inject", p.clone(), e))?)
         }
-        Content::Bytes(b) => Box::new(std::io::Cursor::new(b.clone())),
+        Content::Bytes(b) => Box::new(b.as_slice()),
         Content::Original => unreachable!("only new content is written here"),
     };
     let source_name = match &img.nodes[id].content {
