@@ -156,9 +156,13 @@ impl Codec {
                 e.finish().ok()?
             }
             Kind::Xz { dict_size } => xz_compress(input, dict_size)?,
-            Kind::Lz4 {
-                high_compression: _,
-            } => lz4_flex::block::compress(input),
+            // Bare LZ4 blocks, as squashfs stores them: LZ4_compress_default, or LZ4HC where
+            // the image was made with -Xhc (level 9, LZ4HC's default).
+            Kind::Lz4 { high_compression } => {
+                let mode =
+                    high_compression.then_some(lz4::block::CompressionMode::HIGHCOMPRESSION(9));
+                lz4::block::compress(input, mode, false).ok()?
+            }
             Kind::Zstd { level } => zstd::bulk::compress(input, level).ok()?,
         };
         if out.len() < input.len() {
@@ -187,8 +191,10 @@ impl Codec {
             Kind::Xz { .. } => xz_decompress(input, max_out),
             Kind::Lz4 { .. } => {
                 let mut out = vec![0u8; max_out];
-                let n = lz4_flex::block::decompress_into(input, &mut out)
-                    .map_err(|e| format!("lz4 data is damaged ({e})"))?;
+                let limit =
+                    i32::try_from(max_out).map_err(|_| "lz4 block too large".to_string())?;
+                let n = lz4::block::decompress_to_buffer(input, Some(limit), &mut out)
+                    .map_err(|e| format!("lz4 data is damaged or too large ({e})"))?;
                 out.truncate(n);
                 Ok(out)
             }
