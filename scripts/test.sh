@@ -1,27 +1,57 @@
 #!/bin/sh
-# The whole test suite, from a fresh machine: installs what the tests need, then runs them.
+# The whole test suite, from a fresh machine: installs what the tests need, then runs each tier
+# and prints its time.
 #
-#   scripts/test.sh            install (apt + venv) and run everything
+#   scripts/test.sh                    install (apt + venv) and run every tier
 #   VXN_NO_INSTALL=1 scripts/test.sh   skip the installs (a laptop that already has them)
+#   VXN_TIERS="rust python" scripts/test.sh   run only the named tiers
 #
-# Under CI=true every external oracle (squashfs-tools, squashfs-tools-ng, the bb library) is
-# required: a test that cannot find one fails instead of skipping.
+# Tiers: rust (cargo build + unit and integration tests), python (pytest: spec schema, crate list,
+# MSRV, the bb-library harness of meta-vxn), oe (the real bitbake with OE-core, tests/oe/).
+#
+# Under CI=true every external oracle (squashfs-tools, squashfs-tools-ng, the bb library, the
+# OE-core snapshots) is required: a test that cannot find one fails instead of skipping.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
 APT_PACKAGES="squashfs-tools squashfs-tools-ng attr cpio python3-venv time strace"
+# What the oe tier's real bitbake needs on the host (OE's HOSTTOOLS and sanity checks), and the
+# Debian pseudo its stand-in pseudo-native wraps.
+APT_PACKAGES="$APT_PACKAGES chrpath diffstat gawk locales file lz4 zstd xz-utils wget git pseudo"
+TIERS=${VXN_TIERS:-"rust python"}
 
-if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
+start=$(date +%s)
+tier_times=""
+# Runs one tier and records how long it took.
+tier() {
+    name=$1
+    shift
+    echo "test.sh: === tier $name ==="
+    t0=$(date +%s)
+    "$@"
+    t=$(( $(date +%s) - t0 ))
+    tier_times="$tier_times $name=${t}s"
+    echo "test.sh: === tier $name passed in ${t}s ==="
+}
+
+install() {
     missing=""
     for p in $APT_PACKAGES; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
     done
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     if [ -n "$missing" ]; then
         echo "test.sh: installing apt packages:$missing"
-        SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+    # OE's sanity check wants the en_US.UTF-8 locale.
+    if ! locale -a 2>/dev/null | grep -qi '^en_US\.utf-\?8$'; then
+        echo "test.sh: generating the en_US.UTF-8 locale"
+        grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen 2>/dev/null ||
+            echo "en_US.UTF-8 UTF-8" | $SUDO tee -a /etc/locale.gen >/dev/null
+        $SUDO locale-gen >/dev/null
     fi
     if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt .venv/requirements.txt; then
         echo "test.sh: preparing .venv from tests/requirements.txt"
@@ -29,11 +59,33 @@ if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
         .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
         cp tests/requirements.txt .venv/requirements.txt
     fi
-fi
+}
 
-echo "test.sh: cargo build --release"
-cargo build --release --locked
-echo "test.sh: cargo test"
-cargo test --release --locked
-echo "test.sh: pytest"
-VXN_BLOBS="${CARGO_TARGET_DIR:-$top/target}/release/vxn-blobs" .venv/bin/python -m pytest -q tests
+tool="${CARGO_TARGET_DIR:-$top/target}/release/vxn-blobs"
+
+rust_tier() {
+    cargo build --release --locked
+    cargo test --release --locked
+}
+
+python_tier() {
+    [ -x "$tool" ] || cargo build --release --locked
+    VXN_BLOBS="$tool" .venv/bin/python -m pytest -q tests/python tests/bitbake
+}
+
+oe_tier() {
+    tests/oe/run
+}
+
+if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
+    tier install install
+fi
+for t in $TIERS; do
+    case $t in
+        rust) tier rust rust_tier ;;
+        python) tier python python_tier ;;
+        oe) tier oe oe_tier ;;
+        *) echo "test.sh: unknown tier '$t' (known: rust python oe)" >&2; exit 2 ;;
+    esac
+done
+echo "test.sh: all tiers passed in $(( $(date +%s) - start ))s:$tier_times"
