@@ -29,10 +29,28 @@ SRC_URI += "\
     file://LICENSE;subdir=${BP} \
 "
 
-# scarthgap has no UNPACKDIR and unpacks into WORKDIR; later series unpack into UNPACKDIR.
-# subdir=${BP} puts the tree in the same place relative to either, which is also whinlatter's
-# default S, and keeps the vendored cargo_home beside the source rather than inside it.
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}/${BP}"
+# subdir=${BP} puts the tree where every series' default S looks: ${WORKDIR}/${BP} on scarthgap
+# (no UNPACKDIR), ${UNPACKDIR}/${BP} later. So neither S nor UNPACKDIR is set here: from
+# styhead on, insane.bbclass refuses UNPACKDIR = WORKDIR, and a weak default set here would win
+# over bitbake.conf's own.
+
+# The C compression libraries (xz, zstd, lz4) are built from the sources their -sys crates carry
+# and linked statically, not taken from xz/zstd/lz4 in DEPENDS, against OE-core's general
+# preference for system libraries, for these reasons:
+# - rootfs.img must be byte-identical for the same inputs, and the xz bytes depend on the
+#   liblzma that encodes them. Statically linked, the encoder is part of the executable whose
+#   sha256 compile records as the tool identity, and it changes only with our Cargo.lock; a
+#   shared liblzma from xz-native could change under the tool after an xz upgrade, unseen.
+# - The crates and their C sources are fetched from crate:// entries with checksums in
+#   vxn-blobs-crates.inc, so the tool builds from its own SRC_URI alone, offline, on every
+#   series, and its sstate object needs no other recipe's libraries at run time.
+# - zstd and lz4 are only decoded (source images); the tool never ships in a target image unless
+#   a user builds the target variant on purpose.
+# Cargo.toml asks liblzma for "static"; lz4-sys always builds its bundled copy; zstd-sys does
+# too unless ZSTD_SYS_USE_PKG_CONFIG is set at all, which OE-core master's cargo_common.bbclass
+# exports (empty counts as set): unset it after that class has exported it.
+oe_cargo_fix_env:append() {
+    unset ZSTD_SYS_USE_PKG_CONFIG
+}
 
 BBCLASSEXTEND = "native"
