@@ -11,10 +11,11 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::assemble::{self, commit, sha256_reader, stage_bytes, CompileReport};
+use crate::assemble::{self, CompileReport};
 use crate::deploy::{self, DeployReport, SUMS_FILE};
 use crate::error::Error;
 use crate::kernel::KernelArch;
+use crate::safe_fs::{commit, sha256_reader, stage_bytes};
 use crate::spec::{self, Spec};
 use crate::squashfs::{self, FileInfo};
 

@@ -27,12 +27,12 @@ use log::{debug, info, warn};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
-use crate::assemble::{
-    self, commit, hex, lock_dir, new_temp, open_no_follow, refuse_symlink, remove_stale_temps,
-    require_dir, sha256_reader, stage_bytes, sync_dir, unwritable, OutputRecord, State,
-    INITRAMFS_OUTPUT, KERNEL_OUTPUT, OUTPUT_MODE, ROOTFS_OUTPUT,
-};
+use crate::assemble::{self, OutputRecord, State, INITRAMFS_OUTPUT, KERNEL_OUTPUT, ROOTFS_OUTPUT};
 use crate::error::Error;
+use crate::safe_fs::{
+    self, commit, hex, lock_dir, new_temp, open_no_follow, refuse_symlink, remove_stale_temps,
+    require_dir, sha256_reader, stage_bytes, sync_dir, unwritable, OUTPUT_MODE,
+};
 use crate::spec::Spec;
 
 /// Name of the checksum file, also deploy's manifest of the files it owns in the directory.
@@ -125,7 +125,7 @@ fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
         .open(dir)
         .map_err(|e| refuse_symlink(dir, e, "open"))?;
-    assemble::flock_exclusive(&dir_handle, dir)?;
+    safe_fs::flock_exclusive(&dir_handle, dir)?;
     remove_stale_temps(dir);
     let previous_manifest = read_manifest(&dir.join(SUMS_FILE));
 
@@ -312,7 +312,7 @@ fn stage_output(
 /// hardlink policy, a mode that cannot be set): the caller copies instead.
 fn try_link(source: &Path, dir: &Path, meta: &fs::Metadata) -> Option<TempPath> {
     let linked = tempfile::Builder::new()
-        .prefix(assemble::TEMP_PREFIX)
+        .prefix(safe_fs::TEMP_PREFIX)
         .make_in(dir, |path| fs::hard_link(source, path));
     let temp = match linked {
         Ok(named) => named.into_temp_path(),

@@ -9,7 +9,8 @@
 //! - [`spec`] reads the JSON spec that BitBake (or a user) writes; [`initramfs`] and [`kernel`]
 //!   check those inputs; [`assemble`] is `compile` (the seed's do_compile, with a digest that
 //!   lets an unchanged rerun reuse its outputs) and [`deploy`] is `deploy` (atomic install,
-//!   README, SHA256SUMS); [`demo`] builds a small input set and runs both.
+//!   README, SHA256SUMS); [`demo`] builds a small input set and runs both. Both share the
+//!   file-safety helpers of `safe_fs` (lock, staging, commit, no-follow opens, hashing).
 //! - [`Error`] is the crate-level error those return; every message names the file involved.
 //!
 //! Nothing in the library prints: progress goes through callbacks and the rest through `log`.
@@ -23,6 +24,7 @@ pub mod deploy;
 mod error;
 pub mod initramfs;
 pub mod kernel;
+mod safe_fs;
 pub mod spec;
 pub mod squashfs;
 

@@ -8,14 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::codec::{self, Codec};
-use super::dir::parse_listing;
+use super::dir::{parse_listing, RawEntry};
 use super::error::Error;
 use super::format::{
     flags, le, split_ref, SuperBlock, SuperBlockError, DATA_UNCOMPRESSED, NOT_SET, NO_FRAGMENT,
     SUPERBLOCK_SIZE,
 };
 use super::inode::{Body, Inode, Kind};
-use super::metadata::Source;
+use super::metadata::{Source, Stream};
 use super::xattr::XattrTable;
 
 /// Index of a node in [`Image::nodes`].
@@ -72,299 +72,49 @@ pub struct Image {
 }
 
 const INODES: &str = "inode table";
+const DIRS: &str = "directory table";
 
 /// An inode met during the tree walk, with its length in the inode stream and its children as
 /// (name, inode stream position).
 type Found = (Inode, usize, Vec<(Vec<u8>, usize)>);
-const DIRS: &str = "directory table";
+
+/// The tables every inode may point into, read before the tree so that each inode can be
+/// checked against them.
+struct Tables {
+    ids: Vec<u32>,
+    fragments: Vec<Fragment>,
+    xattrs: Option<XattrTable>,
+    /// First byte of the data region.
+    data_start: u64,
+}
 
 impl Image {
+    /// Reads an image in the order the format finds things: the superblock, the compressor
+    /// options, the id, fragment and xattr tables, then the inode and directory tables walked
+    /// as one tree from the root. Each part is checked before the next is trusted.
     pub fn open(path: &Path) -> Result<Image, Error> {
         let src = Source::open(path)?;
-        if src.len < SUPERBLOCK_SIZE as u64 {
-            if src.len >= 4 && src.read_at("superblock", 0, 4)? == b"hsqs" {
-                return Err(src.corrupt("superblock", 0, "the file ends inside the superblock"));
-            }
-            return Err(Error::NotSquashfs {
-                path: path.to_path_buf(),
-            });
-        }
-        let mut raw = [0u8; SUPERBLOCK_SIZE];
-        src.read_into(&mut raw, 0)?;
-        let sb = SuperBlock::parse(&raw, src.len).map_err(|e| match e {
-            SuperBlockError::BadMagic => Error::NotSquashfs {
-                path: path.to_path_buf(),
-            },
-            SuperBlockError::Version(major, minor) => Error::Version {
-                path: path.to_path_buf(),
-                major,
-                minor,
-            },
-            SuperBlockError::Corrupt(corruption) => Error::Corrupt {
-                path: path.to_path_buf(),
-                corruption,
-            },
-        })?;
-
-        let (options, data_start) = if sb.has(flags::COMPRESSOR_OPTIONS) {
-            let header = le::u16(&src.read_at("compressor options", 96, 2)?, 0);
-            let size = (header & 0x7fff) as usize;
-            if header & 0x8000 == 0 || size == 0 || size > 64 {
-                return Err(src.corrupt(
-                    "compressor options",
-                    96,
-                    "the options block is malformed",
-                ));
-            }
-            let opts = src.read_at("compressor options", 98, size)?;
-            (Some(opts), 98 + size as u64)
-        } else {
-            (None, SUPERBLOCK_SIZE as u64)
+        let sb = read_superblock(&src)?;
+        let (codec, data_start) = read_compressor(&src, &sb)?;
+        let tables = Tables {
+            ids: read_ids(&src, &codec, &sb)?,
+            fragments: read_fragments(&src, &codec, &sb)?,
+            xattrs: read_xattrs(&src, &codec, &sb)?,
+            data_start,
         };
-        let codec = Codec::from_image(sb.compressor_id, options.as_deref(), sb.block_size)
-            .map_err(|what| Error::Unsupported {
-                path: path.to_path_buf(),
-                what,
-            })?;
-        if data_start > sb.inode_table {
-            return Err(src.corrupt("superblock", 0, "the inode table starts inside the options"));
-        }
-
-        let ids =
-            src.read_indexed_table(&codec, "id table", sb.id_table, u64::from(sb.id_count), 4)?;
-        let ids: Vec<u32> = ids.chunks_exact(4).map(|b| le::u32(b, 0)).collect();
-
-        let fragments = if sb.fragment_count > 0 {
-            if sb.fragment_table == NOT_SET {
-                return Err(src.corrupt(
-                    "superblock",
-                    0,
-                    "fragments are counted but have no table",
-                ));
-            }
-            let raw = src.read_indexed_table(
-                &codec,
-                "fragment table",
-                sb.fragment_table,
-                u64::from(sb.fragment_count),
-                16,
-            )?;
-            raw.chunks_exact(16)
-                .map(|e| Fragment {
-                    start: le::u64(e, 0),
-                    size: le::u32(e, 8),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-
-        let xattrs = if sb.xattr_table != NOT_SET {
-            Some(XattrTable::read(&src, &codec, sb.xattr_table)?)
-        } else {
-            None
-        };
-
-        let dir_end = directory_table_end(&src, &sb)?;
-        let inode_stream = src.read_stream(&codec, INODES, sb.inode_table, sb.directory_table)?;
-        let dir_stream = src.read_stream(&codec, DIRS, sb.directory_table, dir_end)?;
-        // The smallest inode (a fifo) takes 20 bytes: a larger count is a lie, and believing it
-        // would size allocations below by it.
-        if sb.inode_count as usize > inode_stream.data.len() / 20 {
-            return Err(src.corrupt(
-                "superblock",
-                0,
-                format!("{} inodes cannot fit in the inode table", sb.inode_count),
-            ));
-        }
-
-        // Walk the tree from the root, keyed by each inode's position in the inode stream.
-        let (root_block, root_offset) = split_ref(sb.root_inode);
-        let root_pos = inode_stream
-            .position(root_block, root_offset)
-            .ok_or_else(|| {
-                src.corrupt(INODES, sb.inode_table, "the root inode is not in the table")
-            })?;
-        let parse = |pos: usize| {
-            Inode::parse(&inode_stream.data, pos, sb.block_size)
-                .map_err(|why| src.corrupt(INODES, pos as u64, format!("{why} (stream position)")))
-        };
-        let (root_inode, root_len) = parse(root_pos)?;
-        if root_inode.kind != Kind::Dir {
-            return Err(src.corrupt(INODES, root_pos as u64, "the root inode is not a directory"));
-        }
-        // No two inodes of a well-formed image share bytes, so together they fit in the inode
-        // table. A file inode claiming a huge size reads its block list from the rest of the
-        // table; many such inodes overlapping would each claim it again (hundreds of them,
-        // four megabytes apiece, from one table of a few).
-        let mut inode_bytes = root_len;
-        let mut found: BTreeMap<usize, Found> = BTreeMap::new();
-        found.insert(root_pos, (root_inode, root_len, Vec::new()));
-        let mut queue = vec![root_pos];
-        // No two directories of a well-formed image share listing bytes, so all listings fit
-        // in the table together. Believing listings that overlap would let a few hundred
-        // kilobytes of table name millions of entries (every directory reusing one long
-        // listing), in memory and time quadratic in the table's size.
-        let mut listed = 0usize;
-        while let Some(dir_pos) = queue.pop() {
-            let (start_block, offset, file_size) = match &found[&dir_pos].0.body {
-                Body::Dir {
-                    start_block,
-                    offset,
-                    file_size,
-                    ..
-                } => (*start_block, *offset, *file_size),
-                _ => unreachable!("only directories are queued"),
-            };
-            if file_size < 3 {
-                return Err(src.corrupt(INODES, dir_pos as u64, "a directory's size is below 3"));
-            }
-            let len = file_size as usize - 3;
-            let entries = if len == 0 {
-                Vec::new()
-            } else {
-                let at = dir_stream
-                    .position(u64::from(start_block), offset as usize)
-                    .ok_or_else(|| {
-                        src.corrupt(
-                            DIRS,
-                            u64::from(start_block),
-                            "a directory's listing is outside the table",
-                        )
-                    })?;
-                parse_listing(&dir_stream.data, at, len)
-                    .map_err(|why| src.corrupt(DIRS, u64::from(start_block), why))?
-            };
-            listed += len;
-            if listed > dir_stream.data.len() {
-                return Err(src.corrupt(
-                    DIRS,
-                    u64::from(start_block),
-                    "directory listings overlap (together they are longer than the table)",
-                ));
-            }
-            let mut children = Vec::with_capacity(entries.len());
-            for e in entries {
-                let pos = inode_stream
-                    .position(u64::from(e.inode_block), e.inode_offset as usize)
-                    .ok_or_else(|| {
-                        src.corrupt(
-                            DIRS,
-                            u64::from(start_block),
-                            "an entry points outside the inode table",
-                        )
-                    })?;
-                if let Some((inode, _, _)) = found.get(&pos) {
-                    if inode.kind == Kind::Dir || e.kind == Kind::Dir {
-                        return Err(src.corrupt(
-                            DIRS,
-                            u64::from(start_block),
-                            format!(
-                                "the directory {:?} is reachable twice (a loop or a hardlinked directory)",
-                                String::from_utf8_lossy(&e.name)
-                            ),
-                        ));
-                    }
-                } else {
-                    let (inode, len) = parse(pos)?;
-                    inode_bytes += len;
-                    if inode_bytes > inode_stream.data.len() {
-                        return Err(src.corrupt(
-                            INODES,
-                            pos as u64,
-                            "inodes overlap (together they are longer than the table)",
-                        ));
-                    }
-                    if inode.kind != e.kind {
-                        return Err(src.corrupt(
-                            INODES,
-                            pos as u64,
-                            format!(
-                                "the entry {:?} says {} but its inode is a {}",
-                                String::from_utf8_lossy(&e.name),
-                                e.kind,
-                                inode.kind
-                            ),
-                        ));
-                    }
-                    if found.len() >= sb.inode_count as usize {
-                        return Err(src.corrupt(
-                            INODES,
-                            pos as u64,
-                            "more inodes than the superblock counts",
-                        ));
-                    }
-                    if inode.kind == Kind::Dir {
-                        queue.push(pos);
-                    }
-                    found.insert(pos, (inode, len, Vec::new()));
-                }
-                children.push((e.name, pos));
-            }
-            if let Some(entry) = found.get_mut(&dir_pos) {
-                entry.2 = children;
-            }
-        }
-
-        // Every inode of a well-formed image hangs in the tree. Fewer means the root reference
-        // or a listing points somewhere else: the image would be written back with inodes
-        // missing, under a superblock that still counts them.
-        if found.len() != sb.inode_count as usize {
-            return Err(src.corrupt(
-                "superblock",
-                0,
-                format!(
-                    "the directory tree holds {} inodes but the superblock counts {}",
-                    found.len(),
-                    sb.inode_count
-                ),
-            ));
-        }
-        let id_of: HashMap<usize, NodeId> =
-            found.keys().enumerate().map(|(i, p)| (*p, i)).collect();
-        let mut numbers = vec![false; sb.inode_count as usize + 1];
-        let mut nodes = Vec::with_capacity(found.len());
-        for (pos, (inode, len, children)) in found {
-            let n = inode.number as usize;
-            if n == 0 || n > sb.inode_count as usize || numbers[n] {
-                return Err(src.corrupt(
-                    INODES,
-                    pos as u64,
-                    format!("inode number {n} is out of range or used twice"),
-                ));
-            }
-            numbers[n] = true;
-            check_inode(
-                &src,
-                &sb,
-                &ids,
-                &fragments,
-                xattrs.as_ref(),
-                &inode,
-                pos,
-                data_start,
-            )?;
-            nodes.push(Node {
-                inode,
-                children: children
-                    .into_iter()
-                    .map(|(name, p)| (name, id_of[&p]))
-                    .collect(),
-                content: Content::Original,
-                dropped: false,
-                origin: Some((pos, len)),
-            });
-        }
+        let (inode_stream, dir_stream) = read_tree_tables(&src, &codec, &sb)?;
+        let (found, root_pos) = walk_tree(&src, &sb, &inode_stream, &dir_stream)?;
+        let (nodes, root) = number_nodes(&src, &sb, &tables, found, root_pos)?;
         Ok(Image {
-            root: id_of[&root_pos],
+            root,
             src,
             sb,
             codec,
-            data_start,
+            data_start: tables.data_start,
             nodes,
-            ids,
-            fragments,
-            xattrs,
+            ids: tables.ids,
+            fragments: tables.fragments,
+            xattrs: tables.xattrs,
             inode_stream: inode_stream.data,
         })
     }
@@ -453,25 +203,368 @@ impl Image {
     }
 }
 
+/// The superblock, checked against the file's size; a file too short for one is either a
+/// truncated image (it starts with the magic) or not an image at all.
+fn read_superblock(src: &Source) -> Result<SuperBlock, Error> {
+    let path = &src.path;
+    if src.len < SUPERBLOCK_SIZE as u64 {
+        if src.len >= 4 && src.read_at("superblock", 0, 4)? == b"hsqs" {
+            return Err(src.corrupt("superblock", 0, "the file ends inside the superblock"));
+        }
+        return Err(Error::NotSquashfs { path: path.clone() });
+    }
+    let mut raw = [0u8; SUPERBLOCK_SIZE];
+    src.read_into(&mut raw, 0)?;
+    SuperBlock::parse(&raw, src.len).map_err(|e| match e {
+        SuperBlockError::BadMagic => Error::NotSquashfs { path: path.clone() },
+        SuperBlockError::Version(major, minor) => Error::Version {
+            path: path.clone(),
+            major,
+            minor,
+        },
+        SuperBlockError::Corrupt(corruption) => Error::Corrupt {
+            path: path.clone(),
+            corruption,
+        },
+    })
+}
+
+/// The codec, from the compressor id and the options block that may follow the superblock;
+/// returns it with the position where the data region starts.
+fn read_compressor(src: &Source, sb: &SuperBlock) -> Result<(Codec, u64), Error> {
+    let (options, data_start) = if sb.has(flags::COMPRESSOR_OPTIONS) {
+        let header = le::u16(&src.read_at("compressor options", 96, 2)?, 0);
+        let size = (header & 0x7fff) as usize;
+        if header & 0x8000 == 0 || size == 0 || size > 64 {
+            return Err(src.corrupt("compressor options", 96, "the options block is malformed"));
+        }
+        let opts = src.read_at("compressor options", 98, size)?;
+        (Some(opts), 98 + size as u64)
+    } else {
+        (None, SUPERBLOCK_SIZE as u64)
+    };
+    let codec =
+        Codec::from_image(sb.compressor_id, options.as_deref(), sb.block_size).map_err(|what| {
+            Error::Unsupported {
+                path: src.path.clone(),
+                what,
+            }
+        })?;
+    if data_start > sb.inode_table {
+        return Err(src.corrupt("superblock", 0, "the inode table starts inside the options"));
+    }
+    Ok((codec, data_start))
+}
+
+/// The id table: the uids and gids inodes refer to by index.
+fn read_ids(src: &Source, codec: &Codec, sb: &SuperBlock) -> Result<Vec<u32>, Error> {
+    let ids = src.read_indexed_table(codec, "id table", sb.id_table, u64::from(sb.id_count), 4)?;
+    Ok(ids.chunks_exact(4).map(|b| le::u32(b, 0)).collect())
+}
+
+/// The fragment table: where each fragment block is and its size field.
+fn read_fragments(src: &Source, codec: &Codec, sb: &SuperBlock) -> Result<Vec<Fragment>, Error> {
+    if sb.fragment_count == 0 {
+        return Ok(Vec::new());
+    }
+    if sb.fragment_table == NOT_SET {
+        return Err(src.corrupt("superblock", 0, "fragments are counted but have no table"));
+    }
+    let raw = src.read_indexed_table(
+        codec,
+        "fragment table",
+        sb.fragment_table,
+        u64::from(sb.fragment_count),
+        16,
+    )?;
+    Ok(raw
+        .chunks_exact(16)
+        .map(|e| Fragment {
+            start: le::u64(e, 0),
+            size: le::u32(e, 8),
+        })
+        .collect())
+}
+
+/// The xattr table, when the image has one.
+fn read_xattrs(src: &Source, codec: &Codec, sb: &SuperBlock) -> Result<Option<XattrTable>, Error> {
+    if sb.xattr_table == NOT_SET {
+        return Ok(None);
+    }
+    XattrTable::read(src, codec, sb.xattr_table).map(Some)
+}
+
+/// The inode and directory tables, each as one uncompressed stream.
+fn read_tree_tables(
+    src: &Source,
+    codec: &Codec,
+    sb: &SuperBlock,
+) -> Result<(Stream, Stream), Error> {
+    let dir_end = directory_table_end(src, sb)?;
+    let inode_stream = src.read_stream(codec, INODES, sb.inode_table, sb.directory_table)?;
+    let dir_stream = src.read_stream(codec, DIRS, sb.directory_table, dir_end)?;
+    // The smallest inode (a fifo) takes 20 bytes: a larger count is a lie, and believing it
+    // would size allocations below by it.
+    if sb.inode_count as usize > inode_stream.data.len() / 20 {
+        return Err(src.corrupt(
+            "superblock",
+            0,
+            format!("{} inodes cannot fit in the inode table", sb.inode_count),
+        ));
+    }
+    Ok((inode_stream, dir_stream))
+}
+
+/// Walks the tree from the root, keyed by each inode's position in the inode stream; returns
+/// every inode found and the root's position.
+fn walk_tree(
+    src: &Source,
+    sb: &SuperBlock,
+    inode_stream: &Stream,
+    dir_stream: &Stream,
+) -> Result<(BTreeMap<usize, Found>, usize), Error> {
+    let (root_block, root_offset) = split_ref(sb.root_inode);
+    let root_pos = inode_stream
+        .position(root_block, root_offset)
+        .ok_or_else(|| src.corrupt(INODES, sb.inode_table, "the root inode is not in the table"))?;
+    let mut walk = Walk {
+        src,
+        sb,
+        inodes: inode_stream,
+        dirs: dir_stream,
+        found: BTreeMap::new(),
+        inode_bytes: 0,
+        listed: 0,
+    };
+    let (root_inode, root_len) = walk.parse(root_pos)?;
+    if root_inode.kind != Kind::Dir {
+        return Err(src.corrupt(INODES, root_pos as u64, "the root inode is not a directory"));
+    }
+    walk.inode_bytes = root_len;
+    walk.found
+        .insert(root_pos, (root_inode, root_len, Vec::new()));
+    let mut queue = vec![root_pos];
+    while let Some(dir_pos) = queue.pop() {
+        let (start_block, entries) = walk.listing(dir_pos)?;
+        let mut children = Vec::with_capacity(entries.len());
+        for e in entries {
+            let pos = walk.visit(&e, start_block, &mut queue)?;
+            children.push((e.name, pos));
+        }
+        if let Some(entry) = walk.found.get_mut(&dir_pos) {
+            entry.2 = children;
+        }
+    }
+
+    // Every inode of a well-formed image hangs in the tree. Fewer means the root reference
+    // or a listing points somewhere else: the image would be written back with inodes
+    // missing, under a superblock that still counts them.
+    if walk.found.len() != sb.inode_count as usize {
+        return Err(src.corrupt(
+            "superblock",
+            0,
+            format!(
+                "the directory tree holds {} inodes but the superblock counts {}",
+                walk.found.len(),
+                sb.inode_count
+            ),
+        ));
+    }
+    Ok((walk.found, root_pos))
+}
+
+/// The state of the tree walk, with the totals that keep overlapping structures from being
+/// counted more than once.
+struct Walk<'a> {
+    src: &'a Source,
+    sb: &'a SuperBlock,
+    inodes: &'a Stream,
+    dirs: &'a Stream,
+    found: BTreeMap<usize, Found>,
+    /// No two inodes of a well-formed image share bytes, so together they fit in the inode
+    /// table. A file inode claiming a huge size reads its block list from the rest of the
+    /// table; many such inodes overlapping would each claim it again (hundreds of them,
+    /// four megabytes apiece, from one table of a few).
+    inode_bytes: usize,
+    /// No two directories of a well-formed image share listing bytes, so all listings fit
+    /// in the table together. Believing listings that overlap would let a few hundred
+    /// kilobytes of table name millions of entries (every directory reusing one long
+    /// listing), in memory and time quadratic in the table's size.
+    listed: usize,
+}
+
+impl Walk<'_> {
+    fn parse(&self, pos: usize) -> Result<(Inode, usize), Error> {
+        Inode::parse(&self.inodes.data, pos, self.sb.block_size).map_err(|why| {
+            self.src
+                .corrupt(INODES, pos as u64, format!("{why} (stream position)"))
+        })
+    }
+
+    /// The entries of the directory whose inode is at `dir_pos`, with its listing's block.
+    fn listing(&mut self, dir_pos: usize) -> Result<(u32, Vec<RawEntry>), Error> {
+        let src = self.src;
+        let (start_block, offset, file_size) = match &self.found[&dir_pos].0.body {
+            Body::Dir {
+                start_block,
+                offset,
+                file_size,
+                ..
+            } => (*start_block, *offset, *file_size),
+            _ => unreachable!("only directories are queued"),
+        };
+        if file_size < 3 {
+            return Err(src.corrupt(INODES, dir_pos as u64, "a directory's size is below 3"));
+        }
+        let len = file_size as usize - 3;
+        let entries = if len == 0 {
+            Vec::new()
+        } else {
+            let at = self
+                .dirs
+                .position(u64::from(start_block), offset as usize)
+                .ok_or_else(|| {
+                    src.corrupt(
+                        DIRS,
+                        u64::from(start_block),
+                        "a directory's listing is outside the table",
+                    )
+                })?;
+            parse_listing(&self.dirs.data, at, len)
+                .map_err(|why| src.corrupt(DIRS, u64::from(start_block), why))?
+        };
+        self.listed += len;
+        if self.listed > self.dirs.data.len() {
+            return Err(src.corrupt(
+                DIRS,
+                u64::from(start_block),
+                "directory listings overlap (together they are longer than the table)",
+            ));
+        }
+        Ok((start_block, entries))
+    }
+
+    /// Follows one entry of a listing at `start_block` to its inode, which is read and
+    /// checked the first time it is met (a directory is queued for its own listing); returns
+    /// the inode's position.
+    fn visit(
+        &mut self,
+        e: &RawEntry,
+        start_block: u32,
+        queue: &mut Vec<usize>,
+    ) -> Result<usize, Error> {
+        let src = self.src;
+        let pos = self
+            .inodes
+            .position(u64::from(e.inode_block), e.inode_offset as usize)
+            .ok_or_else(|| {
+                src.corrupt(
+                    DIRS,
+                    u64::from(start_block),
+                    "an entry points outside the inode table",
+                )
+            })?;
+        if let Some((inode, _, _)) = self.found.get(&pos) {
+            if inode.kind == Kind::Dir || e.kind == Kind::Dir {
+                return Err(src.corrupt(
+                    DIRS,
+                    u64::from(start_block),
+                    format!(
+                        "the directory {:?} is reachable twice (a loop or a hardlinked directory)",
+                        String::from_utf8_lossy(&e.name)
+                    ),
+                ));
+            }
+            return Ok(pos);
+        }
+        let (inode, len) = self.parse(pos)?;
+        self.inode_bytes += len;
+        if self.inode_bytes > self.inodes.data.len() {
+            return Err(src.corrupt(
+                INODES,
+                pos as u64,
+                "inodes overlap (together they are longer than the table)",
+            ));
+        }
+        if inode.kind != e.kind {
+            return Err(src.corrupt(
+                INODES,
+                pos as u64,
+                format!(
+                    "the entry {:?} says {} but its inode is a {}",
+                    String::from_utf8_lossy(&e.name),
+                    e.kind,
+                    inode.kind
+                ),
+            ));
+        }
+        if self.found.len() >= self.sb.inode_count as usize {
+            return Err(src.corrupt(INODES, pos as u64, "more inodes than the superblock counts"));
+        }
+        if inode.kind == Kind::Dir {
+            queue.push(pos);
+        }
+        self.found.insert(pos, (inode, len, Vec::new()));
+        Ok(pos)
+    }
+}
+
+/// Turns the inodes found into nodes in inode-table order, checking each inode's number and
+/// its references into the other tables; returns the nodes and the root's id.
+fn number_nodes(
+    src: &Source,
+    sb: &SuperBlock,
+    tables: &Tables,
+    found: BTreeMap<usize, Found>,
+    root_pos: usize,
+) -> Result<(Vec<Node>, NodeId), Error> {
+    let id_of: HashMap<usize, NodeId> = found.keys().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut numbers = vec![false; sb.inode_count as usize + 1];
+    let mut nodes = Vec::with_capacity(found.len());
+    for (pos, (inode, len, children)) in found {
+        let n = inode.number as usize;
+        if n == 0 || n > sb.inode_count as usize || numbers[n] {
+            return Err(src.corrupt(
+                INODES,
+                pos as u64,
+                format!("inode number {n} is out of range or used twice"),
+            ));
+        }
+        numbers[n] = true;
+        check_inode(src, sb, tables, &inode, pos)?;
+        nodes.push(Node {
+            inode,
+            children: children
+                .into_iter()
+                .map(|(name, p)| (name, id_of[&p]))
+                .collect(),
+            content: Content::Original,
+            dropped: false,
+            origin: Some((pos, len)),
+        });
+    }
+    Ok((nodes, id_of[&root_pos]))
+}
+
 /// Checks the fields of an inode that point into other tables or the data region.
-#[allow(clippy::too_many_arguments)]
 fn check_inode(
     src: &Source,
     sb: &SuperBlock,
-    ids: &[u32],
-    fragments: &[Fragment],
-    xattrs: Option<&XattrTable>,
+    tables: &Tables,
     inode: &Inode,
     pos: usize,
-    data_start: u64,
 ) -> Result<(), Error> {
+    let (ids, fragments, data_start) = (&tables.ids, &tables.fragments, tables.data_start);
     let bad =
         |what: String| Err(src.corrupt(INODES, pos as u64, format!("{what} (stream position)")));
     if inode.uid_idx as usize >= ids.len() || inode.gid_idx as usize >= ids.len() {
         return bad("an owner index is outside the id table".into());
     }
     if inode.xattr != super::format::NO_XATTR
-        && xattrs.map_or(true, |x| inode.xattr as usize >= x.sets.len())
+        && tables
+            .xattrs
+            .as_ref()
+            .map_or(true, |x| inode.xattr as usize >= x.sets.len())
     {
         return bad(format!(
             "xattr index {} is outside the xattr table",
