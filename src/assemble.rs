@@ -32,8 +32,8 @@ use crate::error::Error;
 use crate::initramfs;
 use crate::kernel;
 use crate::safe_fs::{
-    commit, hash_output, hex, lock_dir, new_temp, open_no_follow, remove_if_present,
-    remove_stale_temps, require_dir, sha256_reader, stage_bytes, stage_copy, sync_dir, OUTPUT_MODE,
+    commit, ensure_dir, hash_output, hex, lock_dir, new_temp, open_no_follow, remove_if_present,
+    remove_stale_temps, sha256_reader, stage_bytes, stage_copy, sync_dir, OUTPUT_MODE,
 };
 pub use crate::safe_fs::{LOCK_FILE, TEMP_PREFIX};
 use crate::spec::Spec;
@@ -110,7 +110,7 @@ pub struct CompileReport {
 /// Runs compile for `spec`. `progress` receives percentages, increasing, ending with 100.
 pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileReport, Error> {
     let build_dir = &spec.build_dir;
-    require_dir(build_dir, "build_dir")?;
+    ensure_dir(build_dir, "build_dir")?;
     let _lock = lock_dir(build_dir)?;
     remove_stale_temps(build_dir);
 

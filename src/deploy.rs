@@ -1,5 +1,7 @@
 //! `deploy`: the seed's do_deploy, installing a completed compile under
-//! `deploy_dir/vxn/<blob_arch>/` with a README and a SHA256SUMS file.
+//! `deploy_dir/vxn/<blob_arch>/` with a README and a SHA256SUMS file; and `install`, which puts
+//! the same blobs with a SHA256SUMS under `<destdir><install_dir>` (a recipe's `${D}`, for the
+//! Dom0 package) with the same checks and atomicity.
 //!
 //! Deploy refuses to run on anything but a completed compile of the same spec: the state file
 //! must exist, name the same tool and spec, and every output must still hash to what compile
@@ -15,6 +17,9 @@
 //! names that the previous SHA256SUMS in that directory lists and this deploy does not install,
 //! and only plain files or symlinks with plain names; anything else in the directory is the
 //! user's and is left alone. The SHA256SUMS file is thus the manifest of what deploy owns there.
+//!
+//! `install` copies instead of hardlinking: `${D}` is under pseudo, which must see files it
+//! created, and the package must not share inodes with the build directory.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -30,8 +35,8 @@ use tempfile::TempPath;
 use crate::assemble::{self, OutputRecord, State, INITRAMFS_OUTPUT, KERNEL_OUTPUT, ROOTFS_OUTPUT};
 use crate::error::Error;
 use crate::safe_fs::{
-    self, commit, hex, lock_dir, new_temp, open_no_follow, refuse_symlink, remove_stale_temps,
-    require_dir, sha256_reader, stage_bytes, sync_dir, unwritable, OUTPUT_MODE,
+    self, commit, ensure_dir, hex, lock_dir, new_temp, open_no_follow, refuse_symlink,
+    remove_stale_temps, sha256_reader, stage_bytes, sync_dir, unwritable, OUTPUT_MODE,
 };
 use crate::spec::Spec;
 
@@ -50,10 +55,10 @@ pub struct DeployedFile {
     pub linked: bool,
 }
 
-/// What a deploy did.
+/// What a deploy or install did.
 #[derive(Debug, Clone)]
 pub struct DeployReport {
-    /// `deploy_dir/vxn/<blob_arch>`.
+    /// Where the files went: `deploy_dir/vxn/<blob_arch>` or `<destdir><install_dir>`.
     pub dir: PathBuf,
     /// Every file installed, SHA256SUMS last.
     pub files: Vec<DeployedFile>,
@@ -61,14 +66,64 @@ pub struct DeployReport {
     pub removed: Vec<String>,
 }
 
+/// Where a completed compile goes and in what form: all that tells `deploy` and `install` apart.
+struct Placement<'a> {
+    /// The directory that is created like `mkdir -p` when missing (`deploy_dir`, `--destdir`),
+    /// and the spec key or option that names it, for messages.
+    base: &'a Path,
+    base_field: &'static str,
+    /// Directories below `base`, created when missing, each of which must be a real directory
+    /// so that nothing is written outside `base` through a symlink.
+    below: Vec<&'a std::ffi::OsStr>,
+    /// Write the README (deploy) or not (install: the package holds just the blobs).
+    readme: bool,
+    /// Hardlink build outputs where possible (deploy) or always copy (install).
+    link: bool,
+}
+
 /// Runs deploy for `spec`.
 pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
-    let build_dir = &spec.build_dir;
-    require_dir(build_dir, "build_dir")?;
-    require_dir(&spec.deploy_dir, "deploy_dir")?;
-    let _build_lock = lock_dir(build_dir)?;
+    place(
+        spec,
+        Placement {
+            base: &spec.deploy_dir,
+            base_field: "deploy_dir",
+            below: vec!["vxn".as_ref(), spec.blob_arch.as_ref()],
+            readme: true,
+            link: true,
+        },
+    )
+}
 
+/// Runs install for `spec`: the blobs and SHA256SUMS into `destdir` + the spec's `install_dir`.
+pub fn install(spec: &Spec, destdir: &Path) -> Result<DeployReport, Error> {
+    place(
+        spec,
+        Placement {
+            base: destdir,
+            base_field: "destdir",
+            below: spec
+                .install_dir
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(name) => Some(name),
+                    _ => None,
+                })
+                .collect(),
+            readme: false,
+            link: false,
+        },
+    )
+}
+
+fn place(spec: &Spec, placement: Placement) -> Result<DeployReport, Error> {
+    let build_dir = &spec.build_dir;
     let not_compiled = |reason| not_compiled(spec, reason);
+    match fs::metadata(build_dir) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return Err(not_compiled("that directory does not exist".into())),
+    }
+    let _build_lock = lock_dir(build_dir)?;
     let state = State::read(build_dir).map_err(not_compiled)?;
     if state.tool != assemble::tool_identity() {
         return Err(not_compiled(format!(
@@ -83,17 +138,23 @@ pub fn deploy(spec: &Spec) -> Result<DeployReport, Error> {
         ));
     }
 
-    let (vxn_dir, new_vxn) = ensure_real_dir(&spec.deploy_dir.join("vxn"))?;
-    let arch_dir = ensure_real_dir(&vxn_dir.join(&spec.blob_arch));
-    let result = arch_dir.and_then(|(dir, new_dir)| {
-        let result = install(spec, &state, &dir);
-        if result.is_err() && new_dir {
-            remove_dir_if_empty(&dir);
+    ensure_dir(placement.base, placement.base_field)?;
+    // A failed run leaves no directory it created behind (rmdir only removes empty ones).
+    let mut created = Vec::new();
+    let mut dir = placement.base.to_path_buf();
+    let result = (|| {
+        for name in &placement.below {
+            dir.push(name);
+            if ensure_real_dir(&dir, placement.base_field)? {
+                created.push(dir.clone());
+            }
         }
-        result
-    });
-    if result.is_err() && new_vxn {
-        remove_dir_if_empty(&vxn_dir);
+        install_files(spec, &state, &dir, &placement)
+    })();
+    if result.is_err() {
+        for dir in created.iter().rev() {
+            remove_dir_if_empty(dir);
+        }
     }
     result
 }
@@ -114,8 +175,14 @@ fn remove_dir_if_empty(dir: &Path) {
     }
 }
 
-/// Installs the outputs `state` records into `dir` (`deploy_dir/vxn/<blob_arch>`).
-fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error> {
+/// Installs the outputs `state` records into `dir`, with a README when the placement asks for
+/// one, and SHA256SUMS.
+fn install_files(
+    spec: &Spec,
+    state: &State,
+    dir: &Path,
+    placement: &Placement,
+) -> Result<DeployReport, Error> {
     let build_dir = &spec.build_dir;
     let not_compiled = |reason| not_compiled(spec, reason);
     // Serializes deploys from different build dirs into the same directory; the directory
@@ -140,8 +207,8 @@ fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error
     let mut staged: Vec<(TempPath, DeployedFile)> = Vec::new();
     for (output, name) in &plan {
         let record = &state.outputs[*output];
-        let (temp, linked) =
-            stage_output(&build_dir.join(output), dir, record).map_err(|e| match e {
+        let (temp, linked) = stage_output(&build_dir.join(output), dir, record, placement.link)
+            .map_err(|e| match e {
                 StageError::Mismatch(reason) => not_compiled(reason),
                 StageError::Other(e) => e,
             })?;
@@ -159,8 +226,10 @@ fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error
         .outputs
         .contains_key(KERNEL_OUTPUT)
         .then_some(spec.kernel_name.as_str());
-    let readme = readme_text(spec, kernel_name);
-    staged.push(stage_text(dir, README_FILE, &readme)?);
+    if placement.readme {
+        let readme = readme_text(spec, kernel_name);
+        staged.push(stage_text(dir, README_FILE, &readme)?);
+    }
     let sums = sums_text(staged.iter().map(|(_, f)| f));
     staged.push(stage_text(dir, SUMS_FILE, &sums)?);
 
@@ -168,7 +237,7 @@ fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error
     for (temp, file) in staged {
         commit(temp, &dir.join(&file.name))?;
         info!(
-            "deployed {} ({})",
+            "installed {} ({})",
             dir.join(&file.name).display(),
             if file.linked {
                 "hardlink to the build output"
@@ -222,18 +291,18 @@ fn stage_text(dir: &Path, name: &str, text: &str) -> Result<(TempPath, DeployedF
     Ok((stage_bytes(dir, text.as_bytes())?, file))
 }
 
-/// Creates `path` as a directory if missing (then the flag is true); refuses a symlink or
-/// anything else there, so the deploy cannot be redirected outside `deploy_dir`.
-fn ensure_real_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
+/// Creates `path` as a directory if missing (then it returns true); refuses a symlink or
+/// anything else there, so that nothing can be redirected outside the placement's base.
+fn ensure_real_dir(path: &Path, base_field: &'static str) -> Result<bool, Error> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok((path.to_path_buf(), false)),
+        Ok(meta) if meta.is_dir() => Ok(false),
         Ok(meta) if meta.file_type().is_symlink() => Err(Error::Unsafe {
             path: path.to_path_buf(),
-            why: "it is a symlink, and deploy only writes into real directories below deploy_dir; remove it".into(),
+            why: format!("it is a symlink, and vxn-blobs only writes into real directories below {base_field}; remove it"),
         }),
         Ok(_) => Err(Error::Unsafe {
             path: path.to_path_buf(),
-            why: "it is not a directory; remove it or choose another deploy_dir".into(),
+            why: format!("it is not a directory; remove it or choose another {base_field}"),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
@@ -241,10 +310,10 @@ fn ensure_real_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
                 .create(path)
                 .map_err(|e| {
                     let parent = path.parent().unwrap_or(path);
-                    unwritable("deploy_dir", parent, &e)
+                    unwritable(base_field, parent, &e)
                         .unwrap_or_else(|| Error::io("create directory", path)(e))
                 })?;
-            Ok((path.to_path_buf(), true))
+            Ok(true)
         }
         Err(e) => Err(Error::io("inspect", path)(e)),
     }
@@ -262,12 +331,13 @@ impl From<Error> for StageError {
     }
 }
 
-/// Stages a build output in `dir`: a hardlink when possible, else a copy; either way it is
-/// hashed as staged, so what gets renamed into place is what compile recorded.
+/// Stages a build output in `dir`: a hardlink when `link` and possible, else a copy; either
+/// way it is hashed as staged, so what gets renamed into place is what compile recorded.
 fn stage_output(
     source: &Path,
     dir: &Path,
     record: &OutputRecord,
+    link: bool,
 ) -> Result<(TempPath, bool), StageError> {
     let mismatch = |why: &str| {
         StageError::Mismatch(format!(
@@ -286,7 +356,7 @@ fn stage_output(
         return Err(mismatch("is not a regular file"));
     }
 
-    if let Some(temp) = try_link(source, dir, &meta) {
+    if let Some(temp) = link.then(|| try_link(source, dir, &meta)).flatten() {
         let file = open_no_follow(&temp).map_err(Error::io("open", &temp))?;
         let (sha, size) = sha256_reader(&file).map_err(Error::io("read", source))?;
         if sha != record.sha256 || size != record.size {
@@ -405,7 +475,8 @@ fn sums_text<'a>(files: impl Iterator<Item = &'a DeployedFile>) -> String {
         .collect()
 }
 
-/// The seed's README, with a reproducible date and the files that are really there.
+/// The seed's README, with a reproducible date, the files that are really there and the tool
+/// that assembled them (a rebuilt tool shows here even when the blobs come out the same).
 pub fn readme_text(spec: &Spec, kernel_name: Option<&str>) -> String {
     let date = match spec.source_date_epoch {
         Some(secs) => format_date(i64::from(secs)),
@@ -437,9 +508,14 @@ pub fn readme_text(spec: &Spec, kernel_name: Option<&str>) -> String {
          Multiconfig: {}\n\
          Source runtime: {}\n\
          Date: {date}\n\
+         Assembled by: {}\n\
          \n\
          Files:\n",
-        spec.target_arch, spec.machine, spec.multiconfig, spec.runtime
+        spec.target_arch,
+        spec.machine,
+        spec.multiconfig,
+        spec.runtime,
+        assemble::tool_identity()
     );
     for (name, what) in files {
         text.push_str(&format!("  {name:<width$} - {what}\n"));

@@ -66,6 +66,16 @@ enum Command {
         #[arg(long)]
         spec: PathBuf,
     },
+    /// Install a completed compile's blobs and SHA256SUMS under DESTDIR + the spec's
+    /// install_dir (default /usr/share/vxn/<blob_arch>), as a recipe's do_install into ${D}.
+    Install {
+        /// The JSON spec (docs/spec.md).
+        #[arg(long)]
+        spec: PathBuf,
+        /// The staging root the install_dir is joined to (created when missing).
+        #[arg(long, value_name = "DESTDIR")]
+        destdir: PathBuf,
+    },
     /// Make a small input set, compile and deploy it, and show why the result can be trusted.
     Demo {
         /// Directory for the demo's inputs, build and deploy.
@@ -218,7 +228,13 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Deploy { spec } => {
             let spec = Spec::load(&spec)?;
             let report = deploy::deploy(&spec)?;
-            print_deploy(&report);
+            print_deploy("deploy", &report);
+            Ok(())
+        }
+        Command::Install { spec, destdir } => {
+            let spec = Spec::load(&spec)?;
+            let report = deploy::install(&spec, &destdir)?;
+            print_deploy("install", &report);
             Ok(())
         }
         Command::Demo { out } => demo(&out),
@@ -249,13 +265,13 @@ fn print_compile(spec: &Spec, report: &CompileReport) {
     }
 }
 
-fn print_deploy(report: &DeployReport) {
-    say!("deploy: installed into {}", report.dir.display());
+fn print_deploy(command: &str, report: &DeployReport) {
+    say!("{command}: installed into {}", report.dir.display());
     for file in &report.files {
         say!("  {}  {} ({} bytes)", file.sha256, file.name, file.size);
     }
     for name in &report.removed {
-        say!("  removed {name} (left by an earlier deploy)");
+        say!("  removed {name} (left by an earlier {command})");
     }
 }
 

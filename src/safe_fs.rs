@@ -9,9 +9,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::{debug, info, warn};
 use sha2::{Digest, Sha256};
@@ -29,24 +29,52 @@ pub(crate) const OUTPUT_MODE: u32 = 0o644;
 /// Read size for hashing and copying.
 const CHUNK: usize = 1 << 20;
 
-/// A directory named by the spec must exist: BitBake creates it (`[dirs]`), and creating a
-/// mistyped path silently would hide the mistake.
-pub(crate) fn require_dir(path: &Path, field: &'static str) -> Result<(), Error> {
-    match fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Directory {
-            field,
-            path: path.to_path_buf(),
-            problem: "is not a directory".into(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Directory {
-            field,
-            path: path.to_path_buf(),
-            problem: "does not exist; create it first (BitBake does so through the task's [dirs])"
-                .into(),
-        }),
-        Err(e) => Err(Error::io("inspect", path)(e)),
+/// Makes sure a directory the spec names exists, creating it and its missing parents (mode
+/// 0755) as the seed's `mkdir -p ${B}` and `install -d ${DEPLOYDIR}` did.
+///
+/// Components that already exist are taken as they are, symlinks included: a symlinked TMPDIR
+/// or deploy area is the user's layout. What is refused is a component this call creates that
+/// is not a directory right afterwards (something swapped a symlink in meanwhile), and an
+/// existing component that is not a directory at all.
+pub(crate) fn ensure_dir(path: &Path, field: &'static str) -> Result<(), Error> {
+    let not_a_dir = |at: &Path| Error::Directory {
+        field,
+        path: at.to_path_buf(),
+        problem: if at == path {
+            "is not a directory".into()
+        } else {
+            format!("cannot be created: {} is not a directory", at.display())
+        },
+    };
+    let mut prefix = PathBuf::new();
+    for component in path.components() {
+        prefix.push(component);
+        match fs::metadata(&prefix) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => return Err(not_a_dir(&prefix)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("inspect", &prefix)(e)),
+        }
+        if let Err(e) = fs::DirBuilder::new().mode(0o755).create(&prefix) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                let parent = prefix.parent().unwrap_or(&prefix);
+                return Err(unwritable(field, parent, &e)
+                    .unwrap_or_else(|| Error::io("create directory", &prefix)(e)));
+            }
+        }
+        // Ours or a concurrent mkdir's, it must be a real directory now.
+        match fs::symlink_metadata(&prefix) {
+            Ok(meta) if meta.is_dir() => debug!("created {}", prefix.display()),
+            Ok(_) => {
+                return Err(Error::Unsafe {
+                    path: prefix,
+                    why: "it turned into something other than a directory while vxn-blobs was creating it; remove it".into(),
+                })
+            }
+            Err(e) => return Err(Error::io("inspect", &prefix)(e)),
+        }
     }
+    Ok(())
 }
 
 /// Opens an output for hashing: must be a regular file, not a symlink to one.

@@ -26,6 +26,10 @@ pub const RESERVED_NAMES: [&str; 4] = ["initramfs.cpio.gz", "rootfs.img", "READM
 /// the path names something endless.
 const MAX_SPEC_BYTES: u64 = 1 << 20;
 
+/// Where the vxn CLI and vxn-oci-runtime look for the blobs on the Dom0; `install_dir`'s default
+/// is this plus the blob arch.
+pub const DEFAULT_INSTALL_ROOT: &str = "/usr/share/vxn";
+
 /// Environment variable read when the spec has no `source_date_epoch`.
 pub const SOURCE_DATE_EPOCH_VAR: &str = "SOURCE_DATE_EPOCH";
 
@@ -46,6 +50,9 @@ pub struct RawSpec {
     pub inject: Vec<RawInjection>,
     pub build_dir: String,
     pub deploy_dir: String,
+    /// Where `install` puts the blobs below its `--destdir`; default `/usr/share/vxn/<blob_arch>`.
+    #[serde(default)]
+    pub install_dir: Option<String>,
     #[serde(default)]
     pub kernel_required: Option<bool>,
     #[serde(default)]
@@ -96,6 +103,8 @@ pub struct Spec {
     pub inject: Vec<Injection>,
     pub build_dir: PathBuf,
     pub deploy_dir: PathBuf,
+    /// Absolute and normalized: `install` joins it to its `--destdir`.
+    pub install_dir: PathBuf,
     pub kernel_required: bool,
     pub compression: Compression,
     pub source_date_epoch: Option<u32>,
@@ -190,6 +199,7 @@ impl Spec {
         }
         put("build_dir", self.build_dir.as_os_str().as_bytes());
         put("deploy_dir", self.deploy_dir.as_os_str().as_bytes());
+        put("install_dir", self.install_dir.as_os_str().as_bytes());
         put(
             "kernel_required",
             if self.kernel_required { b"1" } else { b"0" },
@@ -329,6 +339,15 @@ impl RawSpec {
             });
         }
 
+        let install_dir = match &self.install_dir {
+            Some(dir) => {
+                check_absolute(dir, "on the target such as \"/usr/share/vxn/x86_64\"")
+                    .map_err(|p| invalid("install_dir", p))?;
+                PathBuf::from(dir)
+            }
+            None => Path::new(DEFAULT_INSTALL_ROOT).join(&self.blob_arch),
+        };
+
         let source_date_epoch = match (self.source_date_epoch, env_source_date_epoch) {
             (Some(value), _) => Some(value),
             (None, Some(value)) => Some(parse_source_date_epoch(value)?),
@@ -342,6 +361,7 @@ impl RawSpec {
             kernel: resolve_path("kernel", &self.kernel)?,
             build_dir: resolve_path("build_dir", &self.build_dir)?,
             deploy_dir: resolve_path("deploy_dir", &self.deploy_dir)?,
+            install_dir,
             runtime: self.runtime,
             machine: self.machine,
             multiconfig: self.multiconfig,
@@ -434,9 +454,15 @@ fn check_file_name(value: &str) -> Result<(), String> {
 
 /// An absolute, normalized path inside the image, not the root itself.
 fn check_dest(dest: &str) -> Result<(), String> {
+    check_absolute(dest, "inside the image such as \"/vxn-init.sh\"")
+}
+
+/// An absolute, normalized path (no empty, "." or ".." components), not "/" itself; `example`
+/// completes "it must be an absolute path ..." in the message.
+fn check_absolute(dest: &str, example: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("is {dest:?}; {why}"));
     if !dest.starts_with('/') {
-        return bad("it must be an absolute path inside the image such as \"/vxn-init.sh\"");
+        return bad(&format!("it must be an absolute path {example}"));
     }
     if dest.contains('\0') {
         return bad("it contains a NUL character");
@@ -591,6 +617,28 @@ mod tests {
     }
 
     #[test]
+    fn install_dir_defaults_to_usr_share_vxn_and_must_be_absolute() {
+        let spec = load(EXAMPLE, None).unwrap();
+        assert_eq!(
+            spec.install_dir,
+            Path::new(DEFAULT_INSTALL_ROOT).join(&spec.blob_arch)
+        );
+        let spec = load(&with("install_dir", "\"/opt/vxn/x\""), None).unwrap();
+        assert_eq!(spec.install_dir, Path::new("/opt/vxn/x"));
+        for bad in [
+            "\"usr/share/vxn\"",
+            "\"/usr/../etc\"",
+            "\"/usr/share/\"",
+            "\"/\"",
+        ] {
+            let err = load(&with("install_dir", bad), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("\"install_dir\""), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn canonical_bytes_change_with_every_field_but_jobs() {
         let base = load(EXAMPLE, None).unwrap().canonical_bytes();
         for (key, value) in [
@@ -605,6 +653,7 @@ mod tests {
             ("kernel_name", "\"vmlinuz\""),
             ("build_dir", "\"b2\""),
             ("deploy_dir", "\"d2\""),
+            ("install_dir", "\"/opt/vxn\""),
             ("kernel_required", "true"),
             ("compression", "\"keep\""),
             ("source_date_epoch", "7"),

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 use vxn_blobs::demo;
 
-use crate::util::{names, Arch, Fixture, Run, TestDir};
+use crate::util::{names, umask, Arch, Fixture, Run, TestDir};
 
 /// Output names compile and deploy write.
 const BUILD_OUTPUTS: [&str; 4] = [
@@ -324,35 +324,68 @@ fn a_failed_compile_leaves_the_previous_complete_one_in_place() {
 }
 
 #[test]
-fn missing_or_unusable_directories() {
+fn missing_directories_are_created_and_unusable_ones_refused() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = TestDir::new();
     let mut fx = Fixture::new(dir.path(), Arch::X86_64);
-    fx.set("build_dir", json!("no-such-build"));
-    compile_fails(
-        &dir,
-        &fx,
-        &[
-            &path_of(&dir.path().join("no-such-build")),
-            "does not exist",
-        ],
-    );
-    assert!(!dir.path().join("no-such-build").exists());
-
-    fx.set("build_dir", json!("spec.json"));
-    compile_fails(&dir, &fx, &["build_dir", "is not a directory"]);
-
-    fx.set("build_dir", json!("build"));
-    fx.compile(&dir);
-    fx.set("deploy_dir", json!("no-such-deploy"));
-    fx.compile(&dir);
+    fx.set("build_dir", json!("new/nested/build"));
+    fx.set("deploy_dir", json!("out/deploy"));
+    // deploy before any compile: it says to compile, and creates nothing.
     let run = dir.run(&["deploy", "--spec", &fx.spec_arg()]);
     check_line(
         &run,
         &[
-            &path_of(&dir.path().join("no-such-deploy")),
+            &path_of(&dir.path().join("new/nested/build")),
             "does not exist",
+            "run `vxn-blobs compile --spec",
         ],
     );
+    assert!(!dir.path().join("new").exists() && !dir.path().join("out").exists());
+
+    // compile and deploy create their directories and the missing parents, as mkdir -p and
+    // install -d did in the seed.
+    fx.compile(&dir);
+    assert!(dir.path().join("new/nested/build/rootfs.img").is_file());
+    fx.deploy(&dir);
+    assert!(dir
+        .path()
+        .join("out/deploy/vxn/x86_64/rootfs.img")
+        .is_file());
+    for created in ["new", "new/nested", "new/nested/build", "out", "out/deploy"] {
+        let mode = fs::metadata(dir.path().join(created))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755 & !umask(), "{created}");
+    }
+
+    // An existing symlink on the way is the user's layout, and is followed.
+    std::os::unix::fs::symlink("new/nested/build", dir.path().join("linked")).unwrap();
+    fx.set("build_dir", json!("linked/again"));
+    fx.compile(&dir);
+    assert!(dir
+        .path()
+        .join("new/nested/build/again/rootfs.img")
+        .is_file());
+
+    // Something that is not a directory, at the path or on the way to it, is refused.
+    fx.set("build_dir", json!("spec.json"));
+    compile_fails(&dir, &fx, &["build_dir", "is not a directory"]);
+    fx.set("build_dir", json!("spec.json/build"));
+    compile_fails(
+        &dir,
+        &fx,
+        &[
+            "build_dir",
+            "cannot be created",
+            "spec.json is not a directory",
+        ],
+    );
+    fx.set("build_dir", json!("build"));
+    fx.set("deploy_dir", json!("spec.json/deploy"));
+    fx.compile(&dir);
+    let run = dir.run(&["deploy", "--spec", &fx.spec_arg()]);
+    check_line(&run, &["deploy_dir", "cannot be created"]);
 }
 
 /// A directory the tool cannot write to. As root, permission bits do not stop writes, so /sys

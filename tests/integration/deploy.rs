@@ -273,3 +273,106 @@ fn deploy_hardlinks_from_build_dir() {
     fx.compile(&dir);
     assert_eq!(fs::read(fx.deployed().join("rootfs.img")).unwrap(), before);
 }
+
+/// Runs install into `destdir` and returns the run (not asserted).
+fn install(dir: &TestDir, fx: &Fixture, destdir: &std::path::Path) -> util::Run {
+    dir.run(&[
+        "install",
+        "--spec",
+        &fx.spec_arg(),
+        "--destdir",
+        &destdir.display().to_string(),
+    ])
+}
+
+#[test]
+fn install_puts_blobs_and_sums_under_destdir_as_copies() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TestDir::new();
+    let mut fx = Fixture::new(dir.path(), Arch::X86_64);
+    fx.compile(&dir);
+    // Like ${D}: the tool creates it and the install_dir below it.
+    let dest = dir.path().join("image");
+    let run = install(&dir, &fx, &dest).ok();
+    assert!(run.stdout.contains("install: installed into"), "{run:#?}");
+    let installed = dest.join("usr/share/vxn/x86_64");
+    assert_eq!(
+        names(&installed),
+        ["SHA256SUMS", "bzImage", "initramfs.cpio.gz", "rootfs.img"]
+    );
+    for (name, built) in [
+        ("bzImage", "kernel"),
+        ("initramfs.cpio.gz", "initramfs.cpio.gz"),
+        ("rootfs.img", "rootfs.img"),
+    ] {
+        let path = installed.join(name);
+        assert_eq!(mode(&path), 0o644, "{name}");
+        // Copies: ${D} is under pseudo and must not share inodes with ${B}.
+        assert_eq!(fs::metadata(&path).unwrap().nlink(), 1, "{name}");
+        assert_eq!(sha256(&path), sha256(&fx.build_dir().join(built)), "{name}");
+    }
+    let sums = fs::read_to_string(installed.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 3, "{sums}");
+    for line in sums.lines() {
+        let (sha, name) = line.split_once("  ").unwrap();
+        assert_eq!(sha, sha256(&installed.join(name)), "{name}");
+    }
+
+    // The same inputs give the same bytes in another destdir, and installing again is harmless.
+    let again = dir.path().join("image2");
+    install(&dir, &fx, &again).ok();
+    install(&dir, &fx, &dest).ok();
+    for name in names(&installed) {
+        assert_eq!(
+            fs::read(installed.join(&name)).unwrap(),
+            fs::read(again.join("usr/share/vxn/x86_64").join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+
+    // install_dir moves it; the spec changed, so it wants a compile first.
+    fx.set("install_dir", json!("/opt/vxn/blobs"));
+    let run = install(&dir, &fx, &dest);
+    assert!(
+        run.error_line().contains("holds no completed compile"),
+        "{run:#?}"
+    );
+    fx.compile(&dir);
+    install(&dir, &fx, &dest).ok();
+    assert_eq!(names(&dest.join("opt/vxn/blobs")).len(), 4);
+}
+
+#[test]
+fn install_does_not_follow_symlinks_below_destdir() {
+    let dir = TestDir::new();
+    let fx = Fixture::new(dir.path(), Arch::X86_64);
+    fx.compile(&dir);
+    let dest = dir.path().join("image");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(dest.join("usr")).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dest.join("usr/share")).unwrap();
+    let run = install(&dir, &fx, &dest);
+    let line = run.error_line();
+    assert!(
+        line.contains("is a symlink") && line.contains("below destdir"),
+        "{line}"
+    );
+    assert!(names(&elsewhere).is_empty());
+}
+
+#[test]
+fn the_readme_names_the_tool_that_assembled_the_blobs() {
+    let dir = TestDir::new();
+    let fx = Fixture::new(dir.path(), Arch::X86_64);
+    fx.compile(&dir);
+    fx.deploy(&dir);
+    let readme = fs::read_to_string(fx.deployed().join("README")).unwrap();
+    let exe = util::sha256(std::path::Path::new(env!("CARGO_BIN_EXE_vxn-blobs")));
+    let line = format!(
+        "Assembled by: vxn-blobs {} (executable sha256 {})\n",
+        env!("CARGO_PKG_VERSION"),
+        &exe[..16]
+    );
+    assert!(readme.contains(&line), "{line:?} missing from:\n{readme}");
+}

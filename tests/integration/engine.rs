@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::fixtures::{self, can_run, run_ok, Image, Tree};
-use crate::util::{sha256, Run, TestDir};
+use crate::util::{sha256, umask, Run, TestDir};
 
 const TOOLS: &[&str] = &[
     "mksquashfs",
@@ -144,16 +144,6 @@ fn parents(dests: &[&str]) -> BTreeSet<String> {
             Some(i) => d[..i].to_string(),
         })
         .collect()
-}
-
-/// The process umask, read without changing it (umask(2) would, for every thread).
-fn umask() -> u32 {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Umask:"))
-        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        .unwrap_or(0o022)
 }
 
 fn stdout_of(cmd: &mut Command) -> String {
