@@ -274,11 +274,24 @@ pub(crate) fn commit(temp: TempPath, destination: &Path) -> Result<(), Error> {
         let staged = temp.to_path_buf();
         return temp.close().map_err(Error::io("remove", &staged));
     }
-    temp.persist(destination).map_err(|e| Error::Io {
+    rename_into_place(temp, destination).map_err(|source| Error::Io {
         action: "rename into place",
         path: destination.to_path_buf(),
-        source: e.error,
+        source,
     })
+}
+
+/// Renames a temporary file onto `destination` through libc's rename(), then forgets it.
+///
+/// Not tempfile's `persist`: that renames with a raw system call (rustix), which the
+/// LD_PRELOAD tools builds run under cannot see. Under pseudo (a recipe's do_install) the
+/// database then still knew the file by its temporary name, and do_package aborted with a
+/// "path mismatch". On failure the temporary file is removed as usual.
+pub(crate) fn rename_into_place(temp: TempPath, destination: &Path) -> io::Result<()> {
+    fs::rename(&temp, destination)?;
+    // Disarms the removal on drop; the path it returns is the old, now absent name.
+    let _ = temp.keep();
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -330,10 +330,8 @@ pub(crate) fn write_atomically<T>(
         .map_err(|e| Error::io("create a temporary file in", dir.clone(), e))?;
     let tmp_path = tmp.path().to_path_buf();
     let value = write(file, &tmp_path)?;
-    let made = tmp
-        .persist(output)
-        .map_err(|e| Error::io("rename the finished image to", output, e.error))?;
-    drop(made);
+    crate::safe_fs::rename_into_place(tmp.into_temp_path(), output)
+        .map_err(|e| Error::io("rename the finished image to", output, e))?;
     // The rename is durable only once the directory is synced.
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();

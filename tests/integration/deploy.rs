@@ -376,3 +376,54 @@ fn the_readme_names_the_tool_that_assembled_the_blobs() {
     );
     assert!(readme.contains(&line), "{line:?} missing from:\n{readme}");
 }
+
+/// Regression: install renamed its staged files with tempfile's persist, a raw system call
+/// that pseudo (under which BitBake runs do_install) never saw, so the pseudo database kept the
+/// temporary names and do_package's tar aborted with "path mismatch". Here install and a tar of
+/// the result run under the host's pseudo, as in a recipe.
+#[test]
+fn install_under_pseudo_leaves_a_destdir_pseudo_can_package() {
+    let libdir = "/usr/lib/x86_64-linux-gnu/pseudo";
+    if !util::have_tool("pseudo") || !std::path::Path::new(libdir).join("libpseudo.so").exists() {
+        assert!(
+            !util::ci(),
+            "pseudo and libpseudo are required under CI=true"
+        );
+        return;
+    }
+    let dir = TestDir::new();
+    let fx = Fixture::new(dir.path(), Arch::X86_64);
+    fx.compile(&dir);
+    let db = dir.path().join("pseudo-db");
+    fs::create_dir(&db).unwrap();
+    let dest = dir.path().join("image");
+    let under_pseudo = |args: &[&str]| {
+        let out = std::process::Command::new("pseudo")
+            .args(args)
+            .env("PSEUDO_PREFIX", "/usr")
+            .env("PSEUDO_LIBDIR", libdir)
+            .env("PSEUDO_LOCALSTATEDIR", &db)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    under_pseudo(&[
+        env!("CARGO_BIN_EXE_vxn-blobs"),
+        "install",
+        "--spec",
+        &fx.spec_arg(),
+        "--destdir",
+        &dest.display().to_string(),
+    ]);
+    let tarball = dir.path().join("package.tar");
+    under_pseudo(&[
+        "tar",
+        "-C",
+        &dest.display().to_string(),
+        "-cf",
+        &tarball.display().to_string(),
+        ".",
+    ]);
+    let log = fs::read_to_string(db.join("pseudo.log")).unwrap_or_default();
+    assert!(!log.contains("mismatch"), "{log}");
+}
