@@ -9,21 +9,24 @@
 # Purpose:
 # Build the Xen DomU boot blobs of meta-virtualization's vxn (kernel, tiny initramfs, and the
 # rootfs.img squashfs with the vxn init scripts injected) from the images of the vruntime
-# multiconfig, and deploy them to ${DEPLOY_DIR_IMAGE}/vxn/<arch>/.
+# multiconfig, deploy them to ${DEPLOY_DIR_IMAGE}/vxn/<arch>/ and, with VXN_INSTALL_BLOBS, also
+# package them under ${datadir}/vxn/<arch>/ for the Xen Dom0 image.
 #
-# It keeps the task graph of meta-virtualization's vxn-initramfs-create.inc (mcdepends on the
-# multiconfig images, always-rebuild, deploy through sstate) and hands the work to
-# vxn-blobs-native: do_compile writes a JSON spec (docs/spec.md) and runs `vxn-blobs compile`,
-# do_deploy runs `vxn-blobs deploy`. The tool edits the squashfs in place of the
-# unsquashfs/mksquashfs round trip, keeps ownership, xattrs and device nodes, and reuses its
-# outputs when nothing they depend on changed, so the always-rebuild costs little.
+# It keeps the task graph of meta-virtualization's vxn recipes (mcdepends on the multiconfig
+# images, deploy through sstate) and hands the work to vxn-blobs-native: do_compile writes a
+# JSON spec (docs/spec.md) and runs `vxn-blobs compile`, do_deploy runs `vxn-blobs deploy`,
+# do_install `vxn-blobs install`. The tool edits the squashfs in place of the
+# unsquashfs/mksquashfs round trip and keeps ownership, xattrs and device nodes. Every input is
+# in the task signatures (the images through mcdepends, else through [file-checksums]; the
+# scripts through SRC_URI), so an unchanged build runs nothing and do_deploy can come from
+# sstate; VXN_FORCE_BUILD = "1" restores the seed's always-rebuild.
 #
 # Usage: inherit vxn-initramfs-create in a recipe; every knob is listed in docs/integration.md.
 #
 # The class name contains '-', so EXPORT_FUNCTIONS cannot be used: the tasks are defined here
 # directly and a recipe that needs to extend them uses :prepend/:append or [prefuncs].
 
-inherit deploy
+inherit deploy features_check
 
 EXCLUDE_FROM_WORLD = "1"
 INHIBIT_DEFAULT_DEPS = "1"
@@ -86,9 +89,20 @@ VXN_COMPRESSION ?= "xz"
 VXN_COMPRESSION[doc] = "rootfs.img compression: xz (the seed's mksquashfs -comp xz) or keep (the source image's compressor, no recompression)."
 VXN_JOBS ?= ""
 VXN_JOBS[doc] = "Threads vxn-blobs may use; empty: all cores."
-VXN_FORCE_BUILD ?= "1"
-VXN_FORCE_BUILD[doc] = "1 (the seed's behaviour): do_compile and do_deploy always run ([nostamp]); vxn-blobs reuses unchanged outputs so a rerun is cheap. 0: normal stamps; only safe when the inputs come through mcdepends."
-VXN_SPEC ?= "${WORKDIR}/vxn-blobs-spec.json"
+VXN_FORCE_BUILD ?= "0"
+VXN_FORCE_BUILD[doc] = "1: do_compile and do_deploy always run ([nostamp]) and do_deploy makes no sstate object, as in the seed. 0: they run when an input changed (every input is in their signatures) and do_deploy comes from sstate when it can."
+VXN_INSTALL_BLOBS ?= "0"
+VXN_INSTALL_BLOBS[doc] = "1: do_install puts the kernel, initramfs.cpio.gz, rootfs.img and SHA256SUMS under VXN_INSTALL_DIR and they are packaged as ${PN}, for the Xen Dom0 image. 0: deploy only, no packages (the seed's recipe)."
+VXN_INSTALL_DIR ?= "${datadir}/vxn/${VXN_BLOB_ARCH}"
+VXN_INSTALL_DIR[doc] = "Where VXN_INSTALL_BLOBS installs the blobs on the target; the vxn CLI and vxn-oci-runtime look in /usr/share/vxn/<arch>."
+VXN_DEPLOY_BLOBS ?= "1"
+VXN_DEPLOY_BLOBS[doc] = "0: no do_deploy (for a recipe that only packages the blobs beside one that deploys them: two recipes may not deploy the same vxn/<arch> files)."
+VXN_REQUIRED_DISTRO_FEATURES ?= "virtualization ${@'xen' if bb.utils.to_boolean(d.getVar('VXN_INSTALL_BLOBS')) else ''}"
+VXN_REQUIRED_DISTRO_FEATURES[doc] = "DISTRO_FEATURES without which the recipe is skipped (features_check names the missing one): virtualization, and xen for the Dom0 package, as meta-virtualization's vxn recipes."
+REQUIRED_DISTRO_FEATURES = "${VXN_REQUIRED_DISTRO_FEATURES}"
+# In ${T}, which pseudo never tracks: the spec is rewritten by do_compile (outside pseudo) and
+# by do_install (under it), and pseudo aborts on a file changed behind its back.
+VXN_SPEC ?= "${T}/vxn-blobs-spec.json"
 VXN_SPEC[doc] = "Where the tasks write the JSON spec handed to vxn-blobs."
 
 # Parse VXN_INJECT into (source name, destination, mode) tuples; ValueError names a bad entry.
@@ -111,7 +125,7 @@ def vxn_inject_entries(d):
 
 def vxn_src_uri(d):
     try:
-        return ' '.join('file://%s' % src for src, _, _ in vxn_inject_entries(d))
+        return ' '.join('file://%s;subdir=${BP}' % src for src, _, _ in vxn_inject_entries(d))
     except ValueError:
         # Reported with a clear message by the anonymous function below.
         return ''
@@ -123,19 +137,17 @@ def vxn_src_uri(d):
 FILESEXTRAPATHS:prepend = "${VXN_SCRIPTS_DIR}:"
 SRC_URI = "${@vxn_src_uri(d)}"
 
-# scarthgap has no UNPACKDIR and unpacks into WORKDIR; later series into UNPACKDIR.
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}"
+# The files unpack into ${BP} below the unpack root (WORKDIR on scarthgap, UNPACKDIR later),
+# which is where every series' default S points; so S and UNPACKDIR keep OE-core's values
+# (insane.bbclass refuses S or UNPACKDIR = WORKDIR from styhead on).
 B = "${WORKDIR}/build"
 
-# The seed's always-rebuild: rootfs.img is made from files in another configuration's deploy
-# dir, which sstate does not track, so the deploy archive is never created either.
-# (OE-core's sstate.bbclass reads it; oelint's variable list does not know it.)
-# nooelint: oelint.vars.mispell.unknown
-SSTATE_SKIP_CREATION = "1"
+# The outputs depend on MACHINE (the inputs' names, the README, the deploy directory).
+PACKAGE_ARCH = "${MACHINE_ARCH}"
 
-# Anonymous python because these depend on the configuration: mcdepends only when the
-# multiconfig is enabled, nostamp only with VXN_FORCE_BUILD, and the check for the scripts.
+# Anonymous python, because all of this depends on the configuration: the check for the
+# scripts, the tasks of deploy-only or package-only recipes, nostamp only with VXN_FORCE_BUILD,
+# mcdepends only when the multiconfig is enabled, file-checksums for what nothing builds.
 # nooelint: oelint.task.noanonpython
 python __anonymous() {
     try:
@@ -151,14 +163,28 @@ python __anonymous() {
     if not os.path.isdir(scripts):
         raise bb.parse.SkipRecipe("VXN_SCRIPTS_DIR (%s) is not a directory" % scripts)
 
+    install = bb.utils.to_boolean(d.getVar('VXN_INSTALL_BLOBS'))
+    deploy = bb.utils.to_boolean(d.getVar('VXN_DEPLOY_BLOBS'))
+    if not install and not deploy:
+        bb.fatal("VXN_INSTALL_BLOBS and VXN_DEPLOY_BLOBS are both 0: %s would make nothing" % d.getVar('PN'))
+    # Deleted, not [noexec] as in the seed: a noexec task keeps its dependencies, and those of
+    # do_populate_sysroot and do_package would build binutils-cross and the packaging tools
+    # for nothing. Nothing builds against the blobs, so there is never a sysroot to populate.
+    for task in ['do_populate_sysroot', 'do_populate_sysroot_setscene'] + \
+            ([] if install else d.getVar('VXN_PACKAGING_TASKS').split()) + \
+            ([] if deploy else ['do_deploy', 'do_deploy_setscene']):
+        bb.build.deltask(task, d)
+
     if bb.utils.to_boolean(d.getVar('VXN_FORCE_BUILD')):
-        d.setVarFlag('do_compile', 'nostamp', '1')
-        d.setVarFlag('do_deploy', 'nostamp', '1')
+        for task in ('do_compile', 'do_deploy', 'do_install'):
+            d.setVarFlag(task, 'nostamp', '1')
+        d.setVar('SSTATE_SKIP_CREATION:task-deploy', '1')
 
     # Only when the multiconfig exists: a static mcdepends on a missing multiconfig breaks
     # parsing (and yocto-check-layer). The "from" part is this configuration, so that the
     # dependency also holds when this recipe is built inside another multiconfig.
     mc = d.getVar('VXN_MULTICONFIG')
+    produced = ''
     if mc in (d.getVar('BBMULTICONFIG') or '').split():
         here = d.getVar('BB_CURRENT_MC') or ''
         runtime = d.getVar('VXN_RUNTIME')
@@ -167,7 +193,22 @@ python __anonymous() {
             'mc:%s:%s:%s-rootfs-image:do_image_complete' % (here, mc, runtime),
             'mc:%s:%s:virtual/kernel:do_deploy' % (here, mc),
         ]))
+        produced = d.getVar('VXN_MC_DEPLOY_DIR')
+    # Inputs that no task of this build makes are in the signature by content. BitBake reads
+    # [file-checksums] when it prepares the run queue, before any task runs: right for files
+    # that exist beforehand, wrong for what the mcdepends are about to build (their task
+    # hashes carry those). A glob, so that a missing file is no warning, only an absent input.
+    checksums = ['%s*:True' % path for path in vxn_input_paths(d)
+                 if not (produced and path.startswith(produced.rstrip('/') + '/'))]
+    if checksums:
+        d.appendVarFlag('do_compile', 'file-checksums', ' ' + ' '.join(checksums))
 }
+
+# Every path an input may be read from: the initramfs, the rootfs and each kernel candidate.
+def vxn_input_paths(d):
+    name = d.getVar('VXN_KERNEL_IMAGETYPE')
+    kernels = [os.path.join(directory, name) for directory in (d.getVar('VXN_KERNEL_DIRS') or '').split()]
+    return [d.getVar('VXN_INITRAMFS'), d.getVar('VXN_ROOTFS')] + kernels
 
 # The first VXN_KERNEL_DIRS entry holding the kernel; when none does, the first candidate, so
 # that vxn-blobs names where the kernel was expected.
@@ -198,11 +239,12 @@ python vxn_write_spec() {
         "kernel_name": d.getVar('VXN_KERNEL_IMAGETYPE'),
         "kernel_required": bb.utils.to_boolean(d.getVar('VXN_KERNEL_REQUIRED')),
         "inject": [
-            {"source": os.path.join(d.getVar('UNPACKDIR'), src), "dest": dest, "mode": mode}
+            {"source": os.path.join(d.getVar('S'), src), "dest": dest, "mode": mode}
             for src, dest, mode in vxn_inject_entries(d)
         ],
         "build_dir": d.getVar('B'),
         "deploy_dir": d.getVar('DEPLOYDIR'),
+        "install_dir": d.getVar('VXN_INSTALL_DIR'),
         "compression": d.getVar('VXN_COMPRESSION'),
     }
     jobs = d.getVar('VXN_JOBS')
@@ -245,16 +287,30 @@ do_compile() {
         bbfatal "vxn-blobs compile failed for ${VXN_SPEC}; its error is above in this log"
 }
 
-# This is a deploy-only recipe: no packages. PACKAGES = "" keeps rootfs builds from looking for
-# package manifests.
-PACKAGES = ""
-do_install[noexec] = "1"
-do_package[noexec] = "1"
-do_packagedata[noexec] = "1"
-do_package_write_rpm[noexec] = "1"
-do_package_write_ipk[noexec] = "1"
-do_package_write_deb[noexec] = "1"
-do_populate_sysroot[noexec] = "1"
+# The packaging tasks a deploy-only recipe (VXN_INSTALL_BLOBS = "0") does not have; then
+# PACKAGES = "" also keeps rootfs builds from looking for its package manifests.
+VXN_PACKAGING_TASKS = "do_install do_package do_packagedata do_package_qa \
+                       do_package_write_rpm do_package_write_ipk do_package_write_deb \
+                       do_package_write_tar do_package_setscene do_packagedata_setscene \
+                       do_package_qa_setscene do_package_write_rpm_setscene \
+                       do_package_write_ipk_setscene do_package_write_deb_setscene"
+VXN_PACKAGING_TASKS[doc] = "Tasks deleted from a deploy-only recipe."
+PACKAGES = "${@'${PN}' if bb.utils.to_boolean(d.getVar('VXN_INSTALL_BLOBS')) else ''}"
+FILES:${PN} += "${VXN_INSTALL_DIR}"
+# Prebuilt blobs for another system (the DomU): nothing to strip or split, and no file in them
+# is a program of the Dom0 whose dependencies could be found.
+INHIBIT_PACKAGE_STRIP = "1"
+INHIBIT_PACKAGE_DEBUG_SPLIT = "1"
+# (SKIP_FILEDEPS is read by OE-core's package.bbclass; oelint's variable list lacks it.)
+# nooelint: oelint.vars.mispell.unknown
+SKIP_FILEDEPS = "1"
+
+do_install[doc] = "With VXN_INSTALL_BLOBS: installs the blobs of do_compile and SHA256SUMS into ${D}${VXN_INSTALL_DIR} with vxn-blobs install."
+do_install[prefuncs] += "vxn_write_spec"
+do_install() {
+    vxn-blobs install --spec "${VXN_SPEC}" --destdir "${D}" ||
+        bbfatal "vxn-blobs install failed for ${VXN_SPEC}; its error is above in this log"
+}
 
 do_deploy[doc] = "Installs the blobs, a README and SHA256SUMS into ${DEPLOYDIR}/vxn/${VXN_BLOB_ARCH}/ with vxn-blobs deploy."
 do_deploy[prefuncs] += "vxn_write_spec"

@@ -96,6 +96,8 @@ class Build:
         settings = {
             "MACHINE": "qemux86-64",
             "TARGET_ARCH": "x86_64",
+            # What docs/integration.md tells users to add; tests of the skip remove it.
+            "DISTRO_FEATURES": "virtualization",
             "STUB_HOSTPATH": os.environ.get("PATH", "/usr/bin:/bin"),
         }
         settings.update(local or {})

@@ -20,8 +20,10 @@ TOOL_RECIPE = recipe_path("recipes-devtools", "vxn-blobs", "vxn-blobs_0.1.0.bb")
 CLASS = os.path.join(LAYER, "classes", "vxn-initramfs-create.bbclass")
 
 # The seed's deploy-only recipe disables these tasks (vxn-initramfs-create.inc).
-SEED_NOEXEC = ["do_install", "do_package", "do_packagedata", "do_package_write_rpm",
-               "do_package_write_ipk", "do_package_write_deb", "do_populate_sysroot"]
+# The stub core's sysroot and packaging tasks (OE-core's names), which a deploy-only recipe
+# must not have: the seed marked them [noexec], which keeps their dependencies.
+PACKAGING_TASKS = ["do_install", "do_package", "do_packagedata", "do_package_qa",
+                   "do_package_write_ipk"]
 
 
 def parse_vxn(bblib, tmp_path, series="wrynose", local=None, multiconfigs=(), with_meta_virt=True):
@@ -48,17 +50,22 @@ def test_layer_parses_and_tool_sources_unpack_to_S(bblib, tmp_path, series):
     assert set(stores) == {"", "native"}
     d = stores["native"]
     assert d.getVar("PN") == "vxn-blobs-native"
+    # The layer leaves S and UNPACKDIR to the series (insane.bbclass refuses either = WORKDIR).
     if series == "scarthgap":
         unpack_root = d.getVar("WORKDIR")
-        assert d.getVar("UNPACKDIR") == unpack_root  # our ??= fallback
+        assert d.getVar("UNPACKDIR") is None
     else:
         unpack_root = d.getVar("UNPACKDIR")
         assert unpack_root != d.getVar("WORKDIR")
+    assert d.getVar("S") != d.getVar("WORKDIR")
     local = [u for u in d.getVar("SRC_URI").split() if u.startswith("file://")]
     fetcher = bblib.fetch2.Fetch(local, d)
     fetcher.download()
     fetcher.unpack(unpack_root)
     s = d.getVar("S")
+    if series in ("styhead", "walnascar"):
+        # As their do_unpack does: ${UNPACKDIR}/${BP} moves to S = ${WORKDIR}/${BP}.
+        os.rename(os.path.join(unpack_root, d.getVar("BP")), s)
     for rel in ("Cargo.toml", "Cargo.lock", "LICENSE", "src/main.rs", "src/lib.rs"):
         assert os.path.isfile(os.path.join(s, rel)), "%s missing from S=%s" % (rel, s)
     assert not os.path.exists(os.path.join(s, "target")), "build leftovers copied into S"
@@ -171,20 +178,23 @@ def test_arch_helpers_match_the_seed(bblib, tmp_path, arch, mc, blob, kernel):
         d.getVar("TOPDIR"), "tmp-" + mc, "deploy", "images", "qemux86-64")
 
 
-def test_task_graph_and_flags_as_the_seed(bblib, tmp_path):
+def test_task_graph_and_flags(bblib, tmp_path):
     d = parse_vxn(bblib, tmp_path)[""]
-    assert d.getVarFlag("do_compile", "nostamp") == "1"
-    assert d.getVarFlag("do_deploy", "nostamp") == "1"
-    assert d.getVar("SSTATE_SKIP_CREATION") == "1"
-    for task in SEED_NOEXEC:
-        assert d.getVarFlag(task, "noexec") == "1", task
+    tasks = d.getVar("__BBTASKS", False)
+    # Incremental by default: every input is in the signatures (see the file-checksums test).
+    assert not d.getVarFlag("do_compile", "nostamp")
+    assert not d.getVarFlag("do_deploy", "nostamp")
+    assert d.getVar("SSTATE_SKIP_CREATION") is None
+    for task in PACKAGING_TASKS + ["do_populate_sysroot"]:
+        assert task not in tasks, "%s should be deleted from a deploy-only recipe" % task
     assert d.getVar("PACKAGES") == ""
+    assert d.getVar("PACKAGE_ARCH") == d.getVar("MACHINE_ARCH")
     assert d.getVar("EXCLUDE_FROM_WORLD") == "1"
     assert d.getVar("INHIBIT_DEFAULT_DEPS") == "1"
     assert d.getVar("DEPENDS").split() == ["vxn-blobs-native"]
     assert d.getVar("VXN_RUNTIME") == "vdkr"
 
-    assert "do_deploy" in d.getVar("__BBTASKS", False)
+    assert "do_deploy" in tasks
     assert "do_compile" in d.getVarFlag("do_deploy", "deps")
     assert "do_deploy" in d.getVarFlag("do_build", "deps")
     # Progress handlers only work for shell tasks; the spec is written by a python prefunc.
@@ -198,11 +208,62 @@ def test_task_graph_and_flags_as_the_seed(bblib, tmp_path):
     assert d.getVarFlag("do_deploy", "cleandirs") == d.getVar("DEPLOYDIR")
 
 
-def test_force_build_knob_turns_nostamp_off(bblib, tmp_path):
-    d = parse_vxn(bblib, tmp_path, local={"VXN_FORCE_BUILD": "0"})[""]
-    assert not d.getVarFlag("do_compile", "nostamp")
-    assert not d.getVarFlag("do_deploy", "nostamp")
-    assert d.getVar("SSTATE_SKIP_CREATION") == "1"
+def test_force_build_restores_the_seeds_always_rebuild(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path, local={"VXN_FORCE_BUILD": "1"})[""]
+    assert d.getVarFlag("do_compile", "nostamp") == "1"
+    assert d.getVarFlag("do_deploy", "nostamp") == "1"
+    # Per task: a whole-recipe "1" would also drop populate_lic's and the spdx tasks' sstate.
+    assert d.getVar("SSTATE_SKIP_CREATION:task-deploy") == "1"
+    assert d.getVar("SSTATE_SKIP_CREATION") is None
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_inputs_no_task_produces_are_in_the_signature_by_content(bblib, tmp_path, enabled):
+    local = {"BBMULTICONFIG": "vruntime-x86-64"} if enabled else {}
+    d = parse_vxn(bblib, tmp_path, local=local,
+                  multiconfigs=["vruntime-x86-64"] if enabled else [])[""]
+    mcdir = d.getVar("VXN_MC_DEPLOY_DIR")
+    everything = [os.path.join(mcdir, "vdkr-tiny-initramfs-image-qemux86-64.cpio.gz"),
+                  os.path.join(mcdir, "vdkr-rootfs-image-qemux86-64.rootfs.squashfs"),
+                  os.path.join(mcdir, "bzImage"),
+                  os.path.join(d.getVar("DEPLOY_DIR_IMAGE"), "bzImage")]
+    # With the multiconfig, its images and kernel reach the signature through the mcdepends
+    # task hashes; only the kernel of this configuration's deploy dir is not built by them.
+    expected = everything[3:] if enabled else everything
+    got = (d.getVarFlag("do_compile", "file-checksums") or "").split()
+    assert got == ["%s*:True" % p for p in expected]
+
+
+def test_install_blobs_packages_them_for_the_dom0(bblib, tmp_path):
+    d = parse_vxn(bblib, tmp_path, local={"VXN_INSTALL_BLOBS": "1",
+                                         "DISTRO_FEATURES": "virtualization xen"})[""]
+    tasks = d.getVar("__BBTASKS", False)
+    for task in PACKAGING_TASKS + ["do_deploy"]:
+        assert task in tasks, task
+    assert "do_populate_sysroot" not in tasks
+    assert d.getVar("PACKAGES") == "vxn-initramfs-create"
+    assert d.getVar("VXN_INSTALL_DIR") == "/usr/share/vxn/x86_64"
+    assert "/usr/share/vxn/x86_64" in d.getVar("FILES:vxn-initramfs-create").split()
+    for flag in ("INHIBIT_PACKAGE_STRIP", "INHIBIT_PACKAGE_DEBUG_SPLIT", "SKIP_FILEDEPS"):
+        assert d.getVar(flag) == "1", flag
+    assert "vxn-blobs install" in d.getVar("do_install", False)
+    assert "vxn_write_spec" in d.getVarFlag("do_install", "prefuncs").split()
+
+    d = parse_vxn(bblib, tmp_path / "b", local={"VXN_INSTALL_BLOBS": "1", "VXN_DEPLOY_BLOBS": "0",
+                                                "DISTRO_FEATURES": "virtualization xen"})[""]
+    assert "do_deploy" not in d.getVar("__BBTASKS", False)
+    assert "do_install" in d.getVar("__BBTASKS", False)
+
+
+@pytest.mark.parametrize("local,missing_feature", [
+    ({"DISTRO_FEATURES": ""}, "virtualization"),
+    ({"DISTRO_FEATURES": "virtualization", "VXN_INSTALL_BLOBS": "1"}, "xen"),
+    ({"DISTRO_FEATURES": "virtualization", "VXN_REQUIRED_DISTRO_FEATURES": "virtualization vxn"}, "vxn"),
+])
+def test_skipped_without_the_distro_features_it_needs(bblib, tmp_path, local, missing_feature):
+    d = parse_vxn(bblib, tmp_path, local=local)[""]
+    reason = d.getVar("__SKIPPED")
+    assert reason and "missing required DISTRO_FEATURES: '%s'" % missing_feature in reason, reason
 
 
 def test_scripts_come_from_meta_virtualization_found_in_bblayers(bblib, tmp_path):
@@ -210,7 +271,9 @@ def test_scripts_come_from_meta_virtualization_found_in_bblayers(bblib, tmp_path
     scripts = os.path.join(str(tmp_path), "meta-virtualization", "recipes-containers", "vcontainer", "files")
     assert d.getVar("VXN_SCRIPTS_DIR") == scripts
     assert d.getVar("FILESPATH").split(":")[0] == scripts
-    assert d.getVar("SRC_URI").split() == ["file://vxn-init.sh", "file://vcontainer-init-common.sh"]
+    subdir = ";subdir=" + d.getVar("BP")
+    assert d.getVar("SRC_URI").split() == ["file://vxn-init.sh" + subdir,
+                                           "file://vcontainer-init-common.sh" + subdir]
 
 
 def test_without_meta_virtualization_the_recipe_is_skipped_with_a_hint(bblib, tmp_path):
@@ -225,8 +288,7 @@ def test_scripts_dir_knob_points_elsewhere(bblib, tmp_path):
     (own / "extra.sh").write_text("#!/bin/sh\n")
     d = parse_vxn(bblib, tmp_path, with_meta_virt=False,
                   local={"VXN_SCRIPTS_DIR": str(own), "VXN_INJECT": "extra.sh:/usr/bin/extra:0700"})[""]
-    assert not d.getVar("__SKIPPED")
-    assert d.getVar("SRC_URI").split() == ["file://extra.sh"]
+    assert d.getVar("SRC_URI").split() == ["file://extra.sh;subdir=" + d.getVar("BP")]
     fetcher = bblib.fetch2.Fetch(["file://extra.sh"], d)
     assert fetcher.localpath("file://extra.sh") == str(own / "extra.sh")
 
@@ -269,7 +331,7 @@ def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
     d = parse_vxn(bblib, tmp_path, local={"VXN_JOBS": "3", "VXN_KERNEL_REQUIRED": "1"})[""]
     spec = write_spec(bblib, d)
     mcdir = d.getVar("VXN_MC_DEPLOY_DIR")
-    unpack = d.getVar("UNPACKDIR")
+    unpack = d.getVar("S")
     assert spec == {
         "schema": 1,
         "runtime": "vdkr",
@@ -288,6 +350,7 @@ def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
              "dest": "/vcontainer-init-common.sh", "mode": "0755"},
         ],
         "build_dir": d.getVar("B"),
+        "install_dir": "/usr/share/vxn/x86_64",
         "deploy_dir": d.getVar("DEPLOYDIR"),
         "compression": "xz",
         "jobs": 3,

@@ -152,7 +152,7 @@ def test_compile_and_deploy_produce_the_deploy_tree(bblib, tmp_path, recorder, a
     for script in ("vxn-init.sh", "vcontainer-init-common.sh"):
         line = [l for l in listing.splitlines() if l.endswith(" /" + script)]
         assert line and line[0].startswith("-rwxr-xr-x"), listing
-        with open(os.path.join(sc.d.getVar("UNPACKDIR"), script), "rb") as f:
+        with open(os.path.join(sc.d.getVar("S"), script), "rb") as f:
             assert squashfs_cat(rootfs, "/" + script) == f.read()
     assert squashfs_cat(rootfs, "/etc/hostname") == b"vxn\n"
 
@@ -180,12 +180,14 @@ def test_compile_and_deploy_produce_the_deploy_tree(bblib, tmp_path, recorder, a
 
 
 @pytest.mark.parametrize("series,unpacked_into", [
-    ("scarthgap", ""), ("styhead", "sources-unpack"), ("whinlatter", "sources")])
+    ("scarthgap", ""), ("styhead", ""), ("whinlatter", "sources")])
 def test_scripts_reach_rootfs_with_each_series_unpack_layout(bblib, tmp_path, recorder, series, unpacked_into):
-    """scarthgap unpacks into WORKDIR (no UNPACKDIR), later series into UNPACKDIR."""
+    """The scripts unpack into ${BP}: WORKDIR/${BP} on scarthgap and (moved there) on styhead,
+    UNPACKDIR/${BP} from whinlatter on; S is that directory on each."""
     sc = Scenario(bblib, tmp_path, series=series)
     assert sc.run("do_fetch", "do_unpack", "do_compile", "do_deploy") == 0, sc.log("do_compile")
-    where = os.path.join(sc.d.getVar("WORKDIR"), unpacked_into, "vxn-init.sh")
+    where = os.path.join(sc.d.getVar("WORKDIR"), unpacked_into, sc.d.getVar("BP"), "vxn-init.sh")
+    assert os.path.dirname(where) == sc.d.getVar("S")
     with open(where, "rb") as f:
         assert squashfs_cat(os.path.join(sc.deployed, "rootfs.img"), "/vxn-init.sh") == f.read()
 
@@ -251,3 +253,19 @@ def test_deploy_without_compile_fails_clearly(bblib, tmp_path, recorder):
     assert sc.run("do_deploy") != 0
     assert "vxn-blobs deploy failed" in sc.log("do_deploy")
     assert not os.path.exists(os.path.join(sc.deployed, "rootfs.img"))
+
+
+def test_install_puts_the_blobs_into_D_for_the_package(bblib, tmp_path, recorder):
+    sc = Scenario(bblib, tmp_path, local={"VXN_INSTALL_BLOBS": "1", "VXN_DEPLOY_BLOBS": "0",
+                                          "DISTRO_FEATURES": "virtualization xen"})
+    assert sc.run("do_fetch", "do_unpack", "do_compile", "do_install") == 0, sc.log("do_install")
+    installed = sc.d.expand("${D}${VXN_INSTALL_DIR}")
+    assert installed.endswith("/image/usr/share/vxn/x86_64")
+    assert sorted(os.listdir(installed)) == ["SHA256SUMS", "bzImage", "initramfs.cpio.gz", "rootfs.img"]
+    for name in os.listdir(installed):
+        st = os.stat(os.path.join(installed, name))
+        assert stat.S_IMODE(st.st_mode) == 0o644 and st.st_nlink == 1, name
+    with open(os.path.join(installed, "bzImage"), "rb") as f:
+        assert f.read() == sc.kernel
+    assert squashfs_compressor(os.path.join(installed, "rootfs.img")) == 4
+    assert "install: installed into %s" % installed in sc.log("do_install")

@@ -20,14 +20,24 @@ python do_fetch() {
         bb.fetch2.Fetch(src_uri, d).download()
 }
 
-# As in OE-core: scarthgap unpacks into WORKDIR, later series into UNPACKDIR.
+# As in OE-core: scarthgap unpacks into WORKDIR, later series into UNPACKDIR; styhead and
+# walnascar then move an S of the form ${WORKDIR}/<dir> out of UNPACKDIR into place.
 addtask unpack after do_fetch
 python do_unpack() {
+    import shutil
     src_uri = (d.getVar('SRC_URI') or "").split()
-    rootdir = d.getVar('UNPACKDIR') or d.getVar('WORKDIR')
+    workdir = d.getVar('WORKDIR')
+    rootdir = d.getVar('UNPACKDIR') or workdir
     bb.utils.mkdirhier(rootdir)
-    if src_uri:
-        bb.fetch2.Fetch(src_uri, d).unpack(rootdir)
+    if not src_uri:
+        return
+    bb.fetch2.Fetch(src_uri, d).unpack(rootdir)
+    sourcedir = d.getVar('S')
+    if rootdir != workdir and sourcedir.startswith(workdir) and not sourcedir.startswith(rootdir):
+        basedir = sourcedir[len(workdir):].strip('/').split('/')[0]
+        if basedir and os.path.exists(os.path.join(rootdir, basedir)):
+            bb.utils.remove(os.path.join(workdir, basedir), True)
+            shutil.move(os.path.join(rootdir, basedir), os.path.join(workdir, basedir))
 }
 
 addtask configure after do_unpack
@@ -42,8 +52,28 @@ do_compile() {
 }
 
 addtask install after do_compile
+do_install[dirs] = "${B}"
+do_install[cleandirs] = "${D}"
 do_install() {
 	:
+}
+
+# OE-core's sysroot and packaging tasks, by name and place only: meta-vxn deletes the ones a
+# deploy-only recipe has no use for, and the tests check which remain.
+addtask populate_sysroot after do_install before do_build
+addtask package after do_install before do_build
+addtask packagedata after do_package before do_build
+addtask package_qa after do_packagedata before do_build
+addtask package_write_ipk after do_packagedata before do_build
+python do_populate_sysroot() {
+}
+python do_package() {
+}
+python do_packagedata() {
+}
+python do_package_qa() {
+}
+python do_package_write_ipk() {
 }
 
 addtask build after do_install
