@@ -383,16 +383,18 @@ fn read_manifest(path: &Path) -> Vec<String> {
         return Vec::new();
     }
     text.lines()
-        .filter_map(|line| {
-            let (sha, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
-            let plain = sha.len() == 64
-                && sha.bytes().all(|b| b.is_ascii_hexdigit())
-                && !name.is_empty()
-                && !name.starts_with('.')
-                && !name.contains('/');
-            plain.then(|| name.to_string())
-        })
+        .filter_map(parse_sums_line)
+        .filter(|(_, name)| !name.starts_with('.') && !name.contains('/'))
+        .map(|(_, name)| name.to_string())
         .collect()
+}
+
+/// One line of a SHA256SUMS as `sha256sum` writes it, "<64 hex digits>  <name>" (or " *" for
+/// binary mode): the digest and the name, or `None` for any other line.
+pub(crate) fn parse_sums_line(line: &str) -> Option<(&str, &str)> {
+    let (sha, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
+    let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty();
+    valid.then_some((sha, name))
 }
 
 /// SHA256SUMS in the format `sha256sum -c` reads: "<hex>  <name>", sorted by name.

@@ -1,12 +1,12 @@
 //! The crate-level error: every failure `compile`, `deploy` and `demo` can report, each a
 //! sentence that names the file involved and, where there is one, what to do about it.
 //!
-//! Module errors (spec, initramfs, kernel, squashfs) are wrapped transparently so their own
+//! Module errors (spec, initramfs, kernel, squashfs, check) are wrapped transparently so their own
 //! wording reaches the user unchanged; the variants here cover what only the commands know.
 
 use std::path::PathBuf;
 
-use crate::{initramfs, kernel, spec, squashfs};
+use crate::{check, initramfs, kernel, spec, squashfs};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum Error {
     /// The squashfs engine failed (its message names the image).
     #[error(transparent)]
     Squashfs(#[from] squashfs::Error),
+    /// A directory could not be checked at all.
+    #[error(transparent)]
+    Check(#[from] check::Error),
     /// A file operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

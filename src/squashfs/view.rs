@@ -149,8 +149,9 @@ impl View {
     /// hold those bytes are read and decompressed; anything but a regular file reads as empty.
     pub fn read(&self, entry: &Entry, limit: usize) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        self.img
-            .file_pieces(entry.id, limit as u64, &mut |piece| out.extend_from_slice(piece))?;
+        self.img.file_pieces(entry.id, limit as u64, &mut |piece| {
+            out.extend_from_slice(piece)
+        })?;
         Ok(out)
     }
 }

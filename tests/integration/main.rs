@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod bounded;
+mod check;
 mod cli;
 mod compile;
 mod deploy;
