@@ -12,7 +12,7 @@
 //! Every problem becomes a [`Finding`] naming the file and what to do; only a directory that
 //! cannot be read at all is an [`Error`]. [`check_dir`] is the one call for a directory; a writer
 //! that stages files under temporary names checks them before renaming with [`check`] on a
-//! [`BlobSet::staged`].
+//! [`BlobSet::staged`] (deploy does).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -52,6 +52,18 @@ pub struct Options {
     pub arch: Option<String>,
     /// The init scripts to check in rootfs.img; empty means [`DEFAULT_INIT`].
     pub inits: Vec<String>,
+}
+
+/// What a deploy does with check's findings (the spec's `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Do not check.
+    Off,
+    /// Log each finding as a warning and install anyway.
+    #[default]
+    Warn,
+    /// Install nothing when there is a finding.
+    Error,
 }
 
 /// Which check found a problem; stable names for tools (`--json`).

@@ -10,6 +10,10 @@
 //! partial file. Hardlinks are safe because compile never rewrites an output in place: it
 //! renames a new file over the name, leaving the deployed inode untouched.
 //!
+//! Before the first rename, the staged set goes through the boot check ([`crate::check`]) as the
+//! directory it is about to become; the spec's `check` makes its findings warnings or a refusal,
+//! so with `"error"` a set that would not boot never replaces one that would.
+//!
 //! Stale files: a deploy of the same arch may have installed files this one does not (the
 //! kernel of a compile that had one, or an older `kernel_name`). Deploy removes exactly the
 //! names that the previous SHA256SUMS in that directory lists and this deploy does not install,
@@ -32,6 +36,7 @@ use crate::assemble::{
     require_dir, sha256_reader, stage_bytes, sync_dir, unwritable, OutputRecord, State,
     INITRAMFS_OUTPUT, KERNEL_OUTPUT, OUTPUT_MODE, ROOTFS_OUTPUT,
 };
+use crate::check::{self, BlobSet};
 use crate::error::Error;
 use crate::spec::Spec;
 
@@ -59,6 +64,8 @@ pub struct DeployReport {
     pub files: Vec<DeployedFile>,
     /// Names of an earlier deploy that this one removed.
     pub removed: Vec<String>,
+    /// The boot check of what was installed; `None` when the spec turns it off.
+    pub check: Option<check::Report>,
 }
 
 /// Runs deploy for `spec`.
@@ -163,6 +170,7 @@ fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error
     staged.push(stage_text(dir, README_FILE, &readme)?);
     let sums = sums_text(staged.iter().map(|(_, f)| f));
     staged.push(stage_text(dir, SUMS_FILE, &sums)?);
+    let check = check_staged(spec, dir, &staged)?;
 
     let mut files = Vec::new();
     for (temp, file) in staged {
@@ -208,7 +216,51 @@ fn install(spec: &Spec, state: &State, dir: &Path) -> Result<DeployReport, Error
         dir: dir.to_path_buf(),
         files,
         removed,
+        check,
     })
+}
+
+/// Runs the boot check on the staged files as the set they are about to become in `dir`, so
+/// that with `"check": "error"` a set that would not boot replaces nothing.
+fn check_staged(
+    spec: &Spec,
+    dir: &Path,
+    staged: &[(TempPath, DeployedFile)],
+) -> Result<Option<check::Report>, Error> {
+    if spec.check == check::Mode::Off {
+        return Ok(None);
+    }
+    let files = staged
+        .iter()
+        .map(|(temp, file)| (file.name.clone(), temp.to_path_buf()))
+        .collect();
+    let options = check::Options {
+        arch: Some(spec.target_arch.clone()),
+        inits: Vec::new(),
+    };
+    let report = check::check(&BlobSet::staged(dir, files), &options);
+    if report.ok {
+        info!(
+            "check: {} holds nothing that would stop the boot",
+            dir.display()
+        );
+    } else if spec.check == check::Mode::Error {
+        return Err(Error::CheckFailed {
+            dir: dir.to_path_buf(),
+            spec: spec.path.clone(),
+            findings: report.findings.into_iter().map(|f| f.message).collect(),
+        });
+    } else {
+        for finding in &report.findings {
+            warn!("check: {}", finding.message);
+        }
+        warn!(
+            "check: installing {} although the problems above would stop or change its boot (\"check\": \"error\" in {} refuses such a set)",
+            dir.display(),
+            spec.path.display()
+        );
+    }
+    Ok(Some(report))
 }
 
 /// Stages a file deploy writes itself (README, SHA256SUMS).

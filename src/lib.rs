@@ -9,8 +9,9 @@
 //! - [`spec`] reads the JSON spec that BitBake (or a user) writes; [`initramfs`] and [`kernel`]
 //!   check those inputs; [`assemble`] is `compile` (the seed's do_compile, with a digest that
 //!   lets an unchanged rerun reuse its outputs) and [`deploy`] is `deploy` (atomic install,
-//!   README, SHA256SUMS); [`check`] finds what would stop a DomU from booting a deployed set;
-//!   [`demo`] builds a small input set and runs compile and deploy.
+//!   README, SHA256SUMS, and the boot check of what it installs); [`check`] finds what would
+//!   stop a DomU from booting a deployed set; [`demo`] builds a small input set and runs
+//!   compile and deploy.
 //! - [`Error`] is the crate-level error those return; every message names the file involved.
 //!
 //! Nothing in the library prints: progress goes through callbacks and the rest through `log`.

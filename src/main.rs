@@ -305,6 +305,14 @@ fn print_deploy(report: &DeployReport) {
     for name in &report.removed {
         say!("  removed {name} (left by an earlier deploy)");
     }
+    match &report.check {
+        Some(check) if check.ok => say!("  check: nothing found that would stop the boot"),
+        Some(check) => say!(
+            "  check: {} problem(s) that would stop or change the boot (warnings above)",
+            check.findings.len()
+        ),
+        None => {}
+    }
 }
 
 /// One line per finding, then a summary; or the whole report as JSON.

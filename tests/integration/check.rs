@@ -7,12 +7,12 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use vxn_blobs::demo::{self, DEMO_INITRAMFS};
 use vxn_blobs::kernel::KernelArch;
 
 use crate::fixtures::{c_path, can_run, run_ok};
-use crate::util::{have_tool, sha256, Run, TestDir, EPOCH};
+use crate::util::{have_tool, names, sha256, Arch, Fixture, Run, TestDir, EPOCH};
 
 /// The init of the good tree: what the real vxn-init.sh does first.
 const INIT: &[u8] = b"#!/bin/sh\n. /vcontainer-init-common.sh\nvcontainer_log started\n";
@@ -466,4 +466,91 @@ fn every_problem_is_listed_not_just_the_first() {
     );
     assert_eq!(findings[0]["path"], Value::Null);
     assert_eq!(findings[4]["path"].as_str(), Some("/missing.sh"));
+}
+
+#[test]
+fn deploy_checks_the_set_before_installing_it() {
+    let dir = TestDir::new();
+    let mut fx = Fixture::new(dir.path(), Arch::X86_64);
+    let deployed = fx.deployed();
+    let spec = fx.spec_arg();
+    let deploy = |dir: &TestDir| dir.run(&["deploy", "--spec", &spec]);
+
+    // A broken first deploy with "check": "error" leaves deploy_dir as it was.
+    fx.spec["inject"][0]["mode"] = json!("0644");
+    fx.set("check", json!("error"));
+    fx.compile(&dir);
+    let line = deploy(&dir).error_line();
+    let finding = format!(
+        "{}: /vxn-init.sh has mode 0644, not executable",
+        deployed.join("rootfs.img").display()
+    );
+    for words in [
+        format!("refusing to deploy into {}, because the set would not boot: (1) {finding}", deployed.display()),
+        format!("Nothing was installed; fix the inputs and compile again, or set \"check\": \"warn\" in {spec} to install anyway"),
+    ] {
+        assert!(line.contains(&words), "{words:?} missing from: {line}");
+    }
+    assert_eq!(names(&dir.path().join("deploy")), Vec::<String>::new());
+
+    // A good set installs and says it was checked.
+    fx.spec["inject"][0]["mode"] = json!("0755");
+    fx.write_spec();
+    fx.compile(&dir);
+    let run = deploy(&dir).ok();
+    assert!(
+        run.stdout
+            .contains("  check: nothing found that would stop the boot"),
+        "{run:#?}"
+    );
+    assert!(!run.stderr.contains("warning"), "{run:#?}");
+    let good = sha256(&deployed.join("rootfs.img"));
+
+    // The broken set again: refused, and the good one stays in place.
+    fx.spec["inject"][0]["mode"] = json!("0644");
+    fx.write_spec();
+    fx.compile(&dir);
+    assert!(deploy(&dir).error_line().contains(&finding));
+    assert_eq!(sha256(&deployed.join("rootfs.img")), good);
+    assert!(
+        !names(&deployed).iter().any(|n| n.starts_with('.')),
+        "{:?}",
+        names(&deployed)
+    );
+
+    // "warn" (the default) installs it with a warning per finding; the knob is not part of the
+    // compile, so changing it needs no recompile.
+    fx.spec.as_object_mut().unwrap().remove("check");
+    fx.write_spec();
+    let run = deploy(&dir).ok();
+    assert!(
+        run.stderr
+            .contains(&format!("vxn-blobs: warning: check: {finding}")),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "\"check\": \"error\" in {spec} refuses such a set"
+        )),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("  check: 1 problem(s) that would stop or change the boot"),
+        "{run:#?}"
+    );
+    // `vxn-blobs check` of what was installed says the same.
+    let installed = Blobs {
+        dir: &dir,
+        path: deployed.clone(),
+    };
+    installed.refuses("init-not-executable", "rootfs.img", &[&finding]);
+
+    // "off": no check at all.
+    fx.set("check", json!("off"));
+    let run = deploy(&dir).ok();
+    assert!(
+        !run.stdout.contains("check") && !run.stderr.contains("check:"),
+        "{run:#?}"
+    );
 }
