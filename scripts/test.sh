@@ -7,10 +7,11 @@
 #   VXN_TIERS="rust python" scripts/test.sh   run only the named tiers
 #
 # Tiers: rust (cargo build + unit and integration tests), python (pytest: spec schema, crate list,
-# MSRV, the bb-library harness of meta-vxn), oe (the real bitbake with OE-core, tests/oe/).
+# MSRV, the bb-library harness of meta-vxn), boot (deployed blobs boot a Debian kernel under QEMU,
+# x86_64 and aarch64: tests/integration/boot.rs), oe (the real bitbake with OE-core, tests/oe/).
 #
 # Under CI=true every external oracle (squashfs-tools, squashfs-tools-ng, the bb library, the
-# OE-core snapshots) is required: a test that cannot find one fails instead of skipping.
+# OE-core snapshots, QEMU) is required: a test that cannot find one fails instead of skipping.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -19,7 +20,10 @@ APT_PACKAGES="squashfs-tools squashfs-tools-ng attr cpio python3-venv time strac
 # What the oe tier's real bitbake needs on the host (OE's HOSTTOOLS and sanity checks), and the
 # Debian pseudo its stand-in pseudo-native wraps.
 APT_PACKAGES="$APT_PACKAGES chrpath diffstat gawk locales file lz4 zstd xz-utils wget git pseudo"
-TIERS=${VXN_TIERS:-"rust python"}
+# The boot tier's QEMU, and the tools its kit is made with (the kernel itself is downloaded, never
+# installed: tests/boot/make-kit).
+APT_PACKAGES="$APT_PACKAGES qemu-system-x86 qemu-system-arm busybox-static kmod"
+TIERS=${VXN_TIERS:-"rust python boot"}
 
 start=$(date +%s)
 tier_times=""
@@ -73,6 +77,12 @@ python_tier() {
     VXN_BLOBS="$tool" .venv/bin/python -m pytest -q tests/python tests/bitbake
 }
 
+# The boot tests are ignored in the rust tier; here they run one at a time, printing each boot's
+# time. The kit's downloads are cached in $VXN_BOOT_CACHE (default target/boot-kit).
+boot_tier() {
+    cargo test --release --locked --test integration boot:: -- --ignored --test-threads=1 --nocapture
+}
+
 oe_tier() {
     tests/oe/run
 }
@@ -84,8 +94,9 @@ for t in $TIERS; do
     case $t in
         rust) tier rust rust_tier ;;
         python) tier python python_tier ;;
+        boot) tier boot boot_tier ;;
         oe) tier oe oe_tier ;;
-        *) echo "test.sh: unknown tier '$t' (known: rust python oe)" >&2; exit 2 ;;
+        *) echo "test.sh: unknown tier '$t' (known: rust python boot oe)" >&2; exit 2 ;;
     esac
 done
 echo "test.sh: all tiers passed in $(( $(date +%s) - start ))s:$tier_times"

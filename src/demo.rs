@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::assemble::{self, CompileReport};
+use crate::check::{self, Report};
 use crate::deploy::{self, DeployReport, SUMS_FILE};
 use crate::error::Error;
 use crate::kernel::KernelArch;
@@ -40,8 +41,8 @@ pub struct DemoReport {
     pub epoch: u32,
     pub compile: CompileReport,
     pub deploy: DeployReport,
-    /// Each deployed file checked against SHA256SUMS: (name, sha256 read back, matches).
-    pub sums_checked: Vec<(String, String, bool)>,
+    /// `vxn-blobs check` of the deployed directory, read back after the deploy.
+    pub check: Report,
     /// The injected files read back from the deployed rootfs.img, with the sha256 of the input
     /// file they came from.
     pub injected: Vec<(FileInfo, String, String)>,
@@ -104,7 +105,11 @@ pub fn run(out: &Path) -> Result<DemoReport, Error> {
     let compile = assemble::compile(&spec, &mut |_| {})?;
     let deploy = deploy::deploy(&spec)?;
 
-    let sums_checked = check_sums(&deploy.dir)?;
+    let options = check::Options {
+        arch: Some(spec.target_arch.clone()),
+        inits: Vec::new(),
+    };
+    let check = check::check_dir(&deploy.dir, &options)?;
     let rootfs = deploy.dir.join(assemble::ROOTFS_OUTPUT);
     let mut injected = Vec::new();
     for injection in &spec.inject {
@@ -133,7 +138,7 @@ pub fn run(out: &Path) -> Result<DemoReport, Error> {
         epoch,
         compile,
         deploy,
-        sums_checked,
+        check,
         injected,
         kept,
     })
@@ -163,24 +168,6 @@ fn prepare_dir(out: &Path) -> Result<(), Error> {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     commit(stage_bytes(dir, bytes)?, path)
-}
-
-/// Does what `sha256sum -c SHA256SUMS` does in `dir`.
-fn check_sums(dir: &Path) -> Result<Vec<(String, String, bool)>, Error> {
-    let sums_path = dir.join(SUMS_FILE);
-    let text = fs::read_to_string(&sums_path).map_err(Error::io("read", &sums_path))?;
-    let mut checked = Vec::new();
-    for line in text.lines() {
-        let Some((expected, name)) = line.split_once("  ") else {
-            continue;
-        };
-        let path = dir.join(name);
-        let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
-        let (sha, _) = sha256_reader(file).map_err(Error::io("read", &path))?;
-        let ok = sha == expected;
-        checked.push((name.to_string(), sha, ok));
-    }
-    Ok(checked)
 }
 
 impl DemoReport {
@@ -247,21 +234,28 @@ impl DemoReport {
         }
 
         let _ = writeln!(s, "\nWhy it can be trusted:");
-        let all_ok = self.sums_checked.iter().all(|(_, _, ok)| *ok);
-        let _ = writeln!(
-            s,
-            "  - {} of {} files read back match SHA256SUMS (check yourself: cd {} && sha256sum -c {SUMS_FILE})",
-            self.sums_checked.iter().filter(|(_, _, ok)| *ok).count(),
-            self.sums_checked.len(),
-            self.deploy.dir.display()
-        );
-        if !all_ok {
-            for (name, sha, ok) in &self.sums_checked {
-                if !ok {
-                    let _ = writeln!(s, "    MISMATCH {name}: {sha}");
-                }
+        let dir = self.deploy.dir.display();
+        if self.check.ok {
+            let _ = writeln!(
+                s,
+                "  - `vxn-blobs check {dir}` read the deployed set back and found nothing that would stop the boot:"
+            );
+            for line in &self.check.checked {
+                let _ = writeln!(s, "      {line}");
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "  - `vxn-blobs check {dir}` found what would stop or change the boot:"
+            );
+            for finding in &self.check.findings {
+                let _ = writeln!(s, "      {}", finding.message);
             }
         }
+        let _ = writeln!(
+            s,
+            "    (check the sums yourself: cd {dir} && sha256sum -c {SUMS_FILE})"
+        );
         let _ = writeln!(
             s,
             "  - the injected files, read back from the deployed rootfs.img:"

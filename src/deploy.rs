@@ -12,6 +12,10 @@
 //! partial file. Hardlinks are safe because compile never rewrites an output in place: it
 //! renames a new file over the name, leaving the deployed inode untouched.
 //!
+//! Before the first rename, the staged set goes through the boot check ([`crate::check`]) as the
+//! directory it is about to become; the spec's `check` makes its findings warnings or a refusal,
+//! so with `"error"` a set that would not boot never replaces one that would.
+//!
 //! Stale files: a deploy of the same arch may have installed files this one does not (the
 //! kernel of a compile that had one, or an older `kernel_name`). Deploy removes exactly the
 //! names that the previous SHA256SUMS in that directory lists and this deploy does not install,
@@ -33,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
 use crate::assemble::{self, OutputRecord, State, INITRAMFS_OUTPUT, KERNEL_OUTPUT, ROOTFS_OUTPUT};
+use crate::check::{self, BlobSet};
 use crate::error::Error;
 use crate::safe_fs::{
     self, commit, ensure_dir, hex, lock_dir, new_temp, open_no_follow, refuse_symlink,
@@ -64,6 +69,8 @@ pub struct DeployReport {
     pub files: Vec<DeployedFile>,
     /// Names of an earlier deploy that this one removed.
     pub removed: Vec<String>,
+    /// The boot check of what was installed; `None` when the spec turns it off.
+    pub check: Option<check::Report>,
 }
 
 /// Where a completed compile goes and in what form: all that tells `deploy` and `install` apart.
@@ -232,6 +239,7 @@ fn install_files(
     }
     let sums = sums_text(staged.iter().map(|(_, f)| f));
     staged.push(stage_text(dir, SUMS_FILE, &sums)?);
+    let check = check_staged(spec, dir, &staged)?;
 
     let mut files = Vec::new();
     for (temp, file) in staged {
@@ -277,7 +285,51 @@ fn install_files(
         dir: dir.to_path_buf(),
         files,
         removed,
+        check,
     })
+}
+
+/// Runs the boot check on the staged files as the set they are about to become in `dir`, so
+/// that with `"check": "error"` a set that would not boot replaces nothing.
+fn check_staged(
+    spec: &Spec,
+    dir: &Path,
+    staged: &[(TempPath, DeployedFile)],
+) -> Result<Option<check::Report>, Error> {
+    if spec.check == check::Mode::Off {
+        return Ok(None);
+    }
+    let files = staged
+        .iter()
+        .map(|(temp, file)| (file.name.clone(), temp.to_path_buf()))
+        .collect();
+    let options = check::Options {
+        arch: Some(spec.target_arch.clone()),
+        inits: Vec::new(),
+    };
+    let report = check::check(&BlobSet::staged(dir, files), &options);
+    if report.ok {
+        info!(
+            "check: {} holds nothing that would stop the boot",
+            dir.display()
+        );
+    } else if spec.check == check::Mode::Error {
+        return Err(Error::CheckFailed {
+            dir: dir.to_path_buf(),
+            spec: spec.path.clone(),
+            findings: report.findings.into_iter().map(|f| f.message).collect(),
+        });
+    } else {
+        for finding in &report.findings {
+            warn!("check: {}", finding.message);
+        }
+        warn!(
+            "check: installing {} although the problems above would stop or change its boot (\"check\": \"error\" in {} refuses such a set)",
+            dir.display(),
+            spec.path.display()
+        );
+    }
+    Ok(Some(report))
 }
 
 /// Stages a file deploy writes itself (README, SHA256SUMS).
@@ -453,16 +505,18 @@ fn read_manifest(path: &Path) -> Vec<String> {
         return Vec::new();
     }
     text.lines()
-        .filter_map(|line| {
-            let (sha, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
-            let plain = sha.len() == 64
-                && sha.bytes().all(|b| b.is_ascii_hexdigit())
-                && !name.is_empty()
-                && !name.starts_with('.')
-                && !name.contains('/');
-            plain.then(|| name.to_string())
-        })
+        .filter_map(parse_sums_line)
+        .filter(|(_, name)| !name.starts_with('.') && !name.contains('/'))
+        .map(|(_, name)| name.to_string())
         .collect()
+}
+
+/// One line of a SHA256SUMS as `sha256sum` writes it, "<64 hex digits>  <name>" (or " *" for
+/// binary mode): the digest and the name, or `None` for any other line.
+pub(crate) fn parse_sums_line(line: &str) -> Option<(&str, &str)> {
+    let (sha, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
+    let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty();
+    valid.then_some((sha, name))
 }
 
 /// SHA256SUMS in the format `sha256sum -c` reads: "<hex>  <name>", sorted by name.

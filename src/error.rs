@@ -1,12 +1,12 @@
 //! The crate-level error: every failure `compile`, `deploy` and `demo` can report, each a
 //! sentence that names the file involved and, where there is one, what to do about it.
 //!
-//! Module errors (spec, initramfs, kernel, squashfs) are wrapped transparently so their own
+//! Module errors (spec, initramfs, kernel, squashfs, check) are wrapped transparently so their own
 //! wording reaches the user unchanged; the variants here cover what only the commands know.
 
 use std::path::PathBuf;
 
-use crate::{initramfs, kernel, spec, squashfs};
+use crate::{check, initramfs, kernel, spec, squashfs};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum Error {
     /// The squashfs engine failed (its message names the image).
     #[error(transparent)]
     Squashfs(#[from] squashfs::Error),
+    /// A directory could not be checked at all.
+    #[error(transparent)]
+    Check(#[from] check::Error),
     /// A file operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -63,9 +66,27 @@ pub enum Error {
     /// An input changed while compile was reading it, so the outputs might mix two versions.
     #[error("{what} changed while compile was running; nothing was installed, run compile again once the inputs are stable")]
     InputsChanged { what: String },
+    /// deploy's boot check found problems and the spec's `check` is "error".
+    #[error("refusing to deploy into {}, because the set would not boot: {}. Nothing was installed; fix the inputs and compile again, or set \"check\": \"warn\" in {} to install anyway", dir.display(), numbered(findings), spec.display())]
+    CheckFailed {
+        dir: PathBuf,
+        spec: PathBuf,
+        /// Each finding's message.
+        findings: Vec<String>,
+    },
     /// The demo's output directory holds something the demo did not make.
     #[error("demo directory {} exists and is not a vxn-blobs demo directory (no demo-spec.json); choose another --out", path.display())]
     DemoDirectory { path: PathBuf },
+}
+
+/// "(1) first (2) second": several sentences in one error line.
+fn numbered(items: &[String]) -> String {
+    let items: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| format!("({}) {item}", i + 1))
+        .collect();
+    items.join(" ")
 }
 
 impl Error {

@@ -29,6 +29,9 @@ pub struct Summary {
     pub entries: u64,
     /// Whether an `init` (or `./init`) entry exists at the archive's root: the kernel runs it.
     pub has_init: bool,
+    /// The full `st_mode` (type and permission bits) of the last `init` entry at the root, which
+    /// is the one the kernel's unpacker leaves in place; `None` without one.
+    pub init_mode: Option<u32>,
     /// Size of the cpio data after decompression.
     pub decompressed_bytes: u64,
 }
@@ -266,6 +269,7 @@ fn walk_cpio<R: Read>(cpio: &mut Stream<'_, R>) -> Result<Summary, Error> {
     let mut summary = Summary {
         entries: 0,
         has_init: false,
+        init_mode: None,
         decompressed_bytes: 0,
     };
     loop {
@@ -353,8 +357,11 @@ fn walk_cpio<R: Read>(cpio: &mut Stream<'_, R>) -> Result<Summary, Error> {
             .unwrap_or(&name);
         // S_IFREG or S_IFLNK: either can be what the kernel executes as /init.
         let kind = mode & 0o170000;
-        if stripped == b"init" && (kind == 0o100000 || kind == 0o120000) {
-            summary.has_init = true;
+        if stripped == b"init" {
+            summary.init_mode = Some(mode as u32);
+            if kind == 0o100000 || kind == 0o120000 {
+                summary.has_init = true;
+            }
         }
     }
 }
@@ -431,8 +438,11 @@ mod tests {
         let s = run(&gzip(&archive(true))).unwrap();
         assert_eq!(s.entries, 2);
         assert!(s.has_init);
+        assert_eq!(s.init_mode, Some(0o100755));
         assert_eq!(s.decompressed_bytes, 512);
-        assert!(!run(&gzip(&archive(false))).unwrap().has_init);
+        let without = run(&gzip(&archive(false))).unwrap();
+        assert!(!without.has_init);
+        assert_eq!(without.init_mode, None);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! - [`spec`] reads the JSON spec that BitBake (or a user) writes; [`initramfs`] and [`kernel`]
 //!   check those inputs; [`assemble`] is `compile` (the seed's do_compile, with a digest that
 //!   lets an unchanged rerun reuse its outputs) and [`deploy`] is `deploy` (atomic install,
-//!   README, SHA256SUMS); [`demo`] builds a small input set and runs both. Both share the
-//!   file-safety helpers of `safe_fs` (lock, staging, commit, no-follow opens, hashing).
+//!   README, SHA256SUMS, and the boot check of what it installs; also `install` for a package);
+//!   [`check`] finds what would stop a DomU from booting a deployed set; [`demo`] builds a small
+//!   input set and runs compile and deploy. compile and deploy share the file-safety helpers of
+//!   `safe_fs` (lock, staging, commit, no-follow opens, hashing).
 //! - [`Error`] is the crate-level error those return; every message names the file involved.
 //!
 //! Nothing in the library prints: progress goes through callbacks and the rest through `log`.
@@ -19,6 +21,7 @@
 //! reports errors.
 
 pub mod assemble;
+pub mod check;
 pub mod demo;
 pub mod deploy;
 mod error;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use log::LevelFilter;
 
 use vxn_blobs::assemble::{self, CompileReport};
+use vxn_blobs::check;
 use vxn_blobs::deploy::{self, DeployReport};
 use vxn_blobs::spec::{self, Spec};
 use vxn_blobs::squashfs::{self, Compression, InjectOptions, Injection};
@@ -76,6 +77,21 @@ enum Command {
         #[arg(long, value_name = "DESTDIR")]
         destdir: PathBuf,
     },
+    /// Check a vxn/<arch> directory for what would stop a DomU from booting it.
+    Check {
+        /// The directory: deploy_dir/vxn/<arch>, or an installed /usr/share/vxn/<arch>.
+        dir: PathBuf,
+        /// An init script to check in rootfs.img (repeatable); default /vxn-init.sh, which the
+        /// Xen backend passes as vcontainer.init.
+        #[arg(long = "init", value_name = "PATH", value_parser = parse_init)]
+        inits: Vec<String>,
+        /// The architecture (x86_64, aarch64, ...); default: the directory's name.
+        #[arg(long, value_parser = parse_arch)]
+        arch: Option<String>,
+        /// Print the report as JSON on stdout instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a small input set, compile and deploy it, and show why the result can be trusted.
     Demo {
         /// Directory for the demo's inputs, build and deploy.
@@ -116,6 +132,27 @@ fn parse_add(text: &str) -> Result<Injection, String> {
         dest: dest.to_string(),
         mode,
     })
+}
+
+/// An init is a path inside the image, absolute as vcontainer.init= gives it.
+fn parse_init(text: &str) -> Result<String, String> {
+    if text.starts_with('/') && !text.contains('\0') {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an absolute path inside the image (e.g. /vxn-init.sh)"
+        ))
+    }
+}
+
+fn parse_arch(text: &str) -> Result<String, String> {
+    match vxn_blobs::kernel::KernelArch::from_target_arch(text) {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
+            "{text:?} is not an architecture vxn builds for; use one of {}",
+            vxn_blobs::kernel::SUPPORTED_TARGET_ARCHES
+        )),
+    }
 }
 
 /// println! that ignores a closed or full stdout: the job is done by then, and a report that
@@ -237,6 +274,17 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             print_deploy("install", &report);
             Ok(())
         }
+        Command::Check {
+            dir,
+            inits,
+            arch,
+            json,
+        } => {
+            let report = check::check_dir(&dir, &check::Options { arch, inits })?;
+            print_check(&report, json);
+            report.into_result()?;
+            Ok(())
+        }
         Command::Demo { out } => demo(&out),
     }
 }
@@ -272,6 +320,41 @@ fn print_deploy(command: &str, report: &DeployReport) {
     }
     for name in &report.removed {
         say!("  removed {name} (left by an earlier {command})");
+    }
+    match &report.check {
+        Some(check) if check.ok => say!("  check: nothing found that would stop the boot"),
+        Some(check) => say!(
+            "  check: {} problem(s) that would stop or change the boot (warnings above)",
+            check.findings.len()
+        ),
+        None => {}
+    }
+}
+
+/// One line per finding, then a summary; or the whole report as JSON.
+fn print_check(report: &check::Report, json: bool) {
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => say!("{text}"),
+            Err(e) => log::error!("cannot render the report as JSON: {e}"),
+        }
+        return;
+    }
+    for finding in &report.findings {
+        say!("{}", finding.message);
+    }
+    if report.ok {
+        say!(
+            "check: {}: nothing found that would stop the boot ({})",
+            report.dir.display(),
+            report.checked.join("; ")
+        );
+    } else {
+        say!(
+            "check: {}: {} problem(s) that would stop or change the boot",
+            report.dir.display(),
+            report.findings.len()
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::check;
 use crate::kernel::{KernelArch, SUPPORTED_TARGET_ARCHES};
 use crate::squashfs::{Compression, Injection};
 
@@ -61,6 +62,8 @@ pub struct RawSpec {
     pub source_date_epoch: Option<u32>,
     #[serde(default)]
     pub jobs: Option<usize>,
+    #[serde(default)]
+    pub check: Option<RawCheck>,
 }
 
 /// One `inject` entry as written.
@@ -80,6 +83,15 @@ pub struct RawInjection {
 pub enum RawCompression {
     Xz,
     Keep,
+}
+
+/// The `check` values: what deploy does with what `vxn-blobs check` would find.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawCheck {
+    Off,
+    Warn,
+    Error,
 }
 
 /// A spec ready to work from.
@@ -110,6 +122,8 @@ pub struct Spec {
     pub source_date_epoch: Option<u32>,
     /// Worker threads for the engine; 0 means all cores. Does not change any output byte.
     pub jobs: usize,
+    /// What deploy does with the boot check's findings. Does not change any output byte.
+    pub check: check::Mode,
 }
 
 /// Why a spec could not be used.
@@ -171,8 +185,10 @@ impl Spec {
     /// byte or the deploy, in a fixed order, each length-prefixed so no two specs serialize alike.
     ///
     /// `jobs` is left out on purpose: it only changes how fast the same bytes are made, and a
-    /// different core count on the next run must not throw away a valid build. The spec's own
-    /// path is left out too: moving the spec file (not what it says) changes nothing.
+    /// different core count on the next run must not throw away a valid build. `check` is left
+    /// out for the same reason (it decides whether deploy installs, not what), so turning it up
+    /// between compile and deploy needs no recompile. The spec's own path is left out too:
+    /// moving the spec file (not what it says) changes nothing.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let mut put = |key: &str, value: &[u8]| {
@@ -377,6 +393,11 @@ impl RawSpec {
             },
             source_date_epoch,
             jobs: self.jobs.unwrap_or(0),
+            check: match self.check {
+                None | Some(RawCheck::Warn) => check::Mode::Warn,
+                Some(RawCheck::Off) => check::Mode::Off,
+                Some(RawCheck::Error) => check::Mode::Error,
+            },
         })
     }
 }
@@ -522,6 +543,7 @@ mod tests {
         assert_eq!(spec.compression, Compression::Xz);
         assert!(!spec.kernel_required);
         assert_eq!(spec.jobs, 0);
+        assert_eq!(spec.check, check::Mode::Warn);
         assert_eq!(spec.source_date_epoch, None);
     }
 
@@ -639,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn canonical_bytes_change_with_every_field_but_jobs() {
+    fn canonical_bytes_change_with_every_field_but_jobs_and_check() {
         let base = load(EXAMPLE, None).unwrap().canonical_bytes();
         for (key, value) in [
             ("runtime", "\"vpdmn\""),
@@ -663,9 +685,30 @@ mod tests {
         }
         let text = EXAMPLE.replacen("\"0755\"", "\"0750\"", 1);
         assert_ne!(base, load(&text, None).unwrap().canonical_bytes());
+        for (key, value) in [("jobs", "3"), ("check", "\"error\""), ("check", "\"off\"")] {
+            let same = load(&with(key, value), None).unwrap().canonical_bytes();
+            assert_eq!(base, same, "{key}");
+        }
+    }
+
+    #[test]
+    fn check_takes_off_warn_or_error() {
         assert_eq!(
-            base,
-            load(&with("jobs", "3"), None).unwrap().canonical_bytes()
+            load(&with("check", "\"error\""), None).unwrap().check,
+            check::Mode::Error
+        );
+        assert_eq!(
+            load(&with("check", "\"off\""), None).unwrap().check,
+            check::Mode::Off
+        );
+        assert_eq!(
+            load(&with("check", "null"), None).unwrap().check,
+            check::Mode::Warn
+        );
+        let err = load(&with("check", "\"strict\""), None).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `strict`"),
+            "{err}"
         );
     }
 }

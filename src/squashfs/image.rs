@@ -137,52 +137,7 @@ impl Image {
     pub fn hash_file(&self, id: NodeId) -> Result<[u8; 32], Error> {
         use sha2::Digest;
         let mut hash = sha2::Sha256::new();
-        let (blocks_start, file_size, fragment, frag_offset, blocks) =
-            match &self.nodes[id].inode.body {
-                Body::File {
-                    blocks_start,
-                    file_size,
-                    fragment,
-                    frag_offset,
-                    blocks,
-                    ..
-                } => (*blocks_start, *file_size, *fragment, *frag_offset, blocks),
-                _ => return Ok(hash.finalize().into()),
-            };
-        let bs = self.sb.block_size as usize;
-        let zeros = vec![0u8; bs];
-        let mut done = 0u64;
-        let mut pos = blocks_start;
-        for field in blocks {
-            let want = (file_size - done).min(bs as u64) as usize;
-            let size = field & !DATA_UNCOMPRESSED;
-            if size == 0 {
-                hash.update(&zeros[..want]);
-            } else {
-                let data = self.read_block(pos, *field, want)?;
-                let piece = data.get(..want).ok_or_else(|| {
-                    self.src
-                        .corrupt("data", pos, "a data block is shorter than its file needs")
-                })?;
-                hash.update(piece);
-                pos += u64::from(size);
-            }
-            done += want as u64;
-        }
-        if fragment != NO_FRAGMENT {
-            let frag = self.fragments[fragment as usize];
-            let data = self.read_block(frag.start, frag.size, bs)?;
-            let tail = (file_size - done) as usize;
-            let start = frag_offset as usize;
-            let piece = data.get(start..start + tail).ok_or_else(|| {
-                self.src.corrupt(
-                    "fragment",
-                    frag.start,
-                    "a file's tail lies outside its fragment",
-                )
-            })?;
-            hash.update(piece);
-        }
+        self.file_pieces(id, u64::MAX, &mut |piece| hash.update(piece))?;
         Ok(hash.finalize().into())
     }
 

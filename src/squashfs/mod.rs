@@ -57,14 +57,17 @@ mod image;
 mod inode;
 mod metadata;
 mod sample;
+mod view;
 mod writer;
 mod xattr;
 
 pub use error::{Corruption, Error};
+pub use inode::Kind;
 pub use sample::write_sample_image;
+pub use view::{Entry, LookupError, View, MAX_SYMLINKS};
 
 use image::{Content, Image, Node, NodeId};
-use inode::{Body, Inode, Kind};
+use inode::{Body, Inode};
 
 /// Injects `injections` into the squashfs image at `input` and writes the result to `output`.
 ///

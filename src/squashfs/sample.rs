@@ -48,7 +48,9 @@ fn tree() -> Vec<Item> {
             "/bin/busybox",
             Kind::File,
             0o4755,
-            b"#!/bin/sh\n# stand-in for busybox in the vxn-blobs demo rootfs\necho \"busybox: $*\"\n",
+            // An ELF header and no program: like the real busybox, what /bin/sh leads to is a
+            // binary, so the demo's init passes `check` (a script here would be a #! loop).
+            b"\x7fELF\x02\x01\x01\0stand-in for busybox in the vxn-blobs demo rootfs, not a program\n",
         ),
         item("/bin/sh", Kind::Symlink, 0o777, b"busybox"),
         item("/dev", Kind::Dir, 0o755, b""),
@@ -69,6 +71,9 @@ fn tree() -> Vec<Item> {
             gid: 42,
             ..item("/etc/shadow", Kind::File, 0o640, b"root:*:19000:0:99999:7:::\n")
         },
+        item("/sbin", Kind::Dir, 0o755, b""),
+        // The vcontainer preinit refuses a rootfs without an executable /init or /sbin/init.
+        item("/sbin/init", Kind::Symlink, 0o777, b"../bin/busybox"),
         item(
             "/vxn-init.sh",
             Kind::File,

@@ -47,6 +47,7 @@ pub struct Ended {
     /// Exit code; `None` when a signal ended it (an abort, or the hang detector).
     pub code: Option<i32>,
     pub hung: bool,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -86,10 +87,10 @@ impl Ended {
 
 /// Runs `command` to its end under `limits`.
 pub fn run(mut command: Command, limits: Limits) -> Ended {
-    // A pipe, not a file: a file-size limit would also stop the tool's own messages.
+    // Pipes, not files: a file-size limit would also stop the tool's own messages.
     command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let as_nobody = limits.unprivileged && unsafe { libc::geteuid() } == 0;
     // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
@@ -123,6 +124,7 @@ pub fn run(mut command: Command, limits: Limits) -> Ended {
         });
     }
     let mut child = command.spawn().expect("start vxn-blobs");
+    let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
     let started = Instant::now();
     let mut hung = false;
@@ -140,6 +142,7 @@ pub fn run(mut command: Command, limits: Limits) -> Ended {
     Ended {
         code: status.code(),
         hung,
+        stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     }
 }

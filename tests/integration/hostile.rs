@@ -7,7 +7,9 @@
 //! swapping the machine) and is killed if it outlives a generous timeout, which is a hang
 //! detector, not a speed target. A run must end in exit 1 with one error line naming the input,
 //! no "panicked", and nothing left in the output directory. Bit flips may also yield a valid
-//! image; then the run must succeed and leave exactly the output.
+//! image; then the run must succeed and leave exactly the output. `vxn-blobs check` reads every
+//! image too, as the rootfs.img of a blob directory, under the same watch: it must end with a
+//! report (exit 0, or exit 1 with its one error line), and list a corrupt image as such.
 //!
 //! The images come from mksquashfs (with -noI -noD -noF -noX where a table has to be patched
 //! in place, as metadata blocks are then stored uncompressed) and from the engine's built-in
@@ -16,6 +18,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use vxn_blobs::demo::{self, DEMO_INITRAMFS};
+use vxn_blobs::kernel::KernelArch;
 
 use crate::bounded::{self, Limits};
 use crate::util::{have_tool, names, TestDir};
@@ -31,6 +36,10 @@ struct Bench {
     input: PathBuf,
     out_dir: PathBuf,
     payload: PathBuf,
+    /// A vxn/x86_64 directory whose rootfs.img each image becomes for `check`.
+    blobs: PathBuf,
+    /// Whether the last `check` run listed the image as corrupt.
+    check_said_corrupt: bool,
     /// Runs so far, to alternate between the two output compressions.
     runs: usize,
     /// Runs that ended in a (clean) error.
@@ -46,7 +55,13 @@ impl Bench {
         fs::write(&payload, PAYLOAD).unwrap();
         let out_dir = root.join("out");
         fs::create_dir(&out_dir).unwrap();
+        let blobs = root.join("vxn/x86_64");
+        fs::create_dir_all(&blobs).unwrap();
+        demo::write_fake_kernel(&blobs.join("bzImage"), KernelArch::X86).unwrap();
+        demo::write_initramfs(&blobs.join("initramfs.cpio.gz"), &DEMO_INITRAMFS, 0).unwrap();
         Bench {
+            blobs,
+            check_said_corrupt: false,
             input: root.join("input.img"),
             out_dir,
             payload,
@@ -119,7 +134,36 @@ impl Bench {
         for name in left {
             let _ = fs::remove_file(self.out_dir.join(name));
         }
+        self.check_blobs(case, must_fail);
         ended.error_lines().join("\n")
+    }
+
+    /// Runs `vxn-blobs check --json` on a blob directory holding the input as rootfs.img.
+    fn check_blobs(&mut self, case: &str, must_fail: bool) {
+        self.check_said_corrupt = false;
+        fs::copy(&self.input, self.blobs.join("rootfs.img")).unwrap();
+        let blobs = self.blobs.display().to_string();
+        let command = self.dir.command(&["check", &blobs, "--json"], &[]);
+        let ended = bounded::run(command, Limits::default());
+        let unclean = match ended.code {
+            Some(0) if !ended.hung && !ended.stderr.contains("panicked") => None,
+            _ => ended.unclean_failure(&["would not boot"]),
+        };
+        let problem = unclean.or_else(|| {
+            let report: serde_json::Value = match serde_json::from_str(&ended.stdout) {
+                Ok(report) => report,
+                Err(e) => return Some(format!("printed no JSON report ({e}): {}", ended.stdout)),
+            };
+            let corrupt = report["findings"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["code"] == "rootfs-format"));
+            self.check_said_corrupt = corrupt;
+            (must_fail && !corrupt)
+                .then(|| format!("did not report the image as corrupt: {report}"))
+        });
+        if let Some(what) = problem {
+            self.problems.push(format!("{case} (check): {what}"));
+        }
     }
 
     /// Fails the test with every problem found, after all cases ran.
@@ -420,11 +464,19 @@ fn the_limits_leave_room_for_a_real_injection() {
         for _ in 0..2 {
             bench.check(&format!("intact image {extra:?}"), &img, false);
             assert_eq!(bench.rejected, 0, "{:?}", bench.problems);
+            assert!(
+                !bench.check_said_corrupt,
+                "check called an intact image corrupt"
+            );
         }
     }
     let img = sample_image(&bench.root);
     bench.check("intact sample image", &img, false);
     assert_eq!(bench.rejected, 0, "{:?}", bench.problems);
+    assert!(
+        !bench.check_said_corrupt,
+        "check called the sample image corrupt"
+    );
     bench.finish("control");
 }
 

@@ -1,7 +1,9 @@
 //! The integration test binary: one module per area, all run against the real `vxn-blobs`.
 
 mod bad_input;
+mod boot;
 mod bounded;
+mod check;
 mod cli;
 mod compile;
 mod deploy;
