@@ -87,6 +87,8 @@ VXN_INJECT[doc] = "Space-separated SRCNAME:DEST:MODE entries: file SRCNAME (fetc
 
 VXN_COMPRESSION ?= "xz"
 VXN_COMPRESSION[doc] = "rootfs.img compression: xz (the seed's mksquashfs -comp xz) or keep (the source image's compressor, no recompression)."
+VXN_CHECK ?= "warn"
+VXN_CHECK[doc] = "What do_deploy and do_install do when vxn-blobs check finds something that would stop the DomU's boot (init not executable, interpreter missing...): warn (each finding a warning, as bbwarn), error (fail the task, install nothing) or off."
 VXN_JOBS ?= ""
 VXN_JOBS[doc] = "Threads vxn-blobs may use; empty: all cores."
 VXN_FORCE_BUILD ?= "0"
@@ -246,6 +248,7 @@ python vxn_write_spec() {
         "deploy_dir": d.getVar('DEPLOYDIR'),
         "install_dir": d.getVar('VXN_INSTALL_DIR'),
         "compression": d.getVar('VXN_COMPRESSION'),
+        "check": d.getVar('VXN_CHECK'),
     }
     jobs = d.getVar('VXN_JOBS')
     if jobs:
@@ -308,15 +311,30 @@ SKIP_FILEDEPS = "1"
 do_install[doc] = "With VXN_INSTALL_BLOBS: installs the blobs of do_compile and SHA256SUMS into ${D}${VXN_INSTALL_DIR} with vxn-blobs install."
 do_install[prefuncs] += "vxn_write_spec"
 do_install() {
-    vxn-blobs install --spec "${VXN_SPEC}" --destdir "${D}" ||
-        bbfatal "vxn-blobs install failed for ${VXN_SPEC}; its error is above in this log"
+    vxn_run_placing install --destdir "${D}"
 }
 
 do_deploy[doc] = "Installs the blobs, a README and SHA256SUMS into ${DEPLOYDIR}/vxn/${VXN_BLOB_ARCH}/ with vxn-blobs deploy."
 do_deploy[prefuncs] += "vxn_write_spec"
 do_deploy() {
-    vxn-blobs deploy --spec "${VXN_SPEC}" ||
-        bbfatal "vxn-blobs deploy failed for ${VXN_SPEC}; its error is above in this log"
+    vxn_run_placing deploy
+}
+
+# Runs `vxn-blobs deploy` or `install` (and its arguments). The tool's findings about the boot
+# (VXN_CHECK = "warn") become bbwarn lines, so that they reach the console and the build's
+# summary, not only the task log; everything it says stays in the log as well.
+vxn_run_placing[doc] = "Runs vxn-blobs deploy or install with VXN_SPEC and turns the boot check's findings into bbwarn lines."
+vxn_run_placing() {
+    command=$1
+    shift
+    failed=""
+    vxn-blobs $command --spec "${VXN_SPEC}" "$@" 2>"${T}/vxn-blobs-$command.stderr" || failed=1
+    cat "${T}/vxn-blobs-$command.stderr" >&2
+    grep '^vxn-blobs: warning: check: ' "${T}/vxn-blobs-$command.stderr" | while read -r line; do
+        bbwarn "${line#vxn-blobs: warning: }"
+    done
+    [ -z "$failed" ] ||
+        bbfatal "vxn-blobs $command failed for ${VXN_SPEC}; its error is above in this log (VXN_CHECK decides what a failed boot check does)"
 }
 
 addtask deploy after do_compile before do_build

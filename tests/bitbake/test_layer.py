@@ -204,7 +204,8 @@ def test_task_graph_and_flags(bblib, tmp_path):
     assert d.getVarFlag("do_compile", "progress") == "percent"
     assert d.getVarFlag("vxn_write_spec", "python") == "1"
     assert "vxn-blobs compile" in d.getVar("do_compile", False)
-    assert "vxn-blobs deploy" in d.getVar("do_deploy", False)
+    assert "vxn_run_placing deploy" in d.getVar("do_deploy", False)
+    assert "vxn-blobs $command" in d.getVar("vxn_run_placing", False)
     assert d.getVarFlag("do_deploy", "cleandirs") == d.getVar("DEPLOYDIR")
 
 
@@ -246,7 +247,7 @@ def test_install_blobs_packages_them_for_the_dom0(bblib, tmp_path):
     assert "/usr/share/vxn/x86_64" in d.getVar("FILES:vxn-initramfs-create").split()
     for flag in ("INHIBIT_PACKAGE_STRIP", "INHIBIT_PACKAGE_DEBUG_SPLIT", "SKIP_FILEDEPS"):
         assert d.getVar(flag) == "1", flag
-    assert "vxn-blobs install" in d.getVar("do_install", False)
+    assert "vxn_run_placing install" in d.getVar("do_install", False)
     assert "vxn_write_spec" in d.getVarFlag("do_install", "prefuncs").split()
 
     d = parse_vxn(bblib, tmp_path / "b", local={"VXN_INSTALL_BLOBS": "1", "VXN_DEPLOY_BLOBS": "0",
@@ -353,6 +354,7 @@ def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
         "install_dir": "/usr/share/vxn/x86_64",
         "deploy_dir": d.getVar("DEPLOYDIR"),
         "compression": "xz",
+        "check": "warn",
         "jobs": 3,
         "source_date_epoch": 1302044400,
     }

@@ -52,8 +52,10 @@ def make_rootfs(path, workdir):
     if not mksquashfs:
         missing("mksquashfs (squashfs-tools) is needed to make the rootfs fixture")
     tree = os.path.join(workdir, "rootfs-tree")
-    for sub in ("bin", "etc", "dev"):
+    for sub in ("bin", "sbin", "etc", "dev"):
         os.makedirs(os.path.join(tree, sub))
+    # What the boot check of do_deploy looks for: the preinit's /sbin/init and a /bin/sh.
+    os.symlink("../bin/sh", os.path.join(tree, "sbin", "init"))
     with open(os.path.join(tree, "etc", "hostname"), "w") as f:
         f.write("vxn\n")
     with open(os.path.join(tree, "bin", "sh"), "wb") as f:
@@ -269,3 +271,25 @@ def test_install_puts_the_blobs_into_D_for_the_package(bblib, tmp_path, recorder
         assert f.read() == sc.kernel
     assert squashfs_compressor(os.path.join(installed, "rootfs.img")) == 4
     assert "install: installed into %s" % installed in sc.log("do_install")
+
+
+@pytest.mark.parametrize("mode", ["warn", "error"])
+def test_boot_check_findings_reach_bitbake(bblib, tmp_path, recorder, mode):
+    """An init the DomU could not run (mode 0644): a bbwarn with VXN_CHECK = "warn", a failed
+    do_deploy with "error"."""
+    sc = Scenario(bblib, tmp_path, local={
+        "VXN_CHECK": mode,
+        "VXN_INJECT": "vxn-init.sh:/vxn-init.sh:0644 vcontainer-init-common.sh:/vcontainer-init-common.sh:0755"})
+    assert sc.run("do_fetch", "do_unpack", "do_compile") == 0, sc.log("do_compile")
+    status = sc.run("do_deploy")
+    warnings = [r.getMessage() for r in recorder.records if r.levelname == "WARNING"]
+    if mode == "warn":
+        assert status == 0, sc.log("do_deploy")
+        assert any(w.startswith("check: ") and "/vxn-init.sh" in w and "not executable" in w
+                   for w in warnings), warnings
+    else:
+        assert status != 0
+        log = sc.log("do_deploy")
+        assert "refusing to deploy" in log and "not executable" in log, log
+        assert "VXN_CHECK decides" in log
+        assert not os.path.exists(os.path.join(sc.deployed, "rootfs.img"))
