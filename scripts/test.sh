@@ -23,7 +23,7 @@ APT_PACKAGES="$APT_PACKAGES chrpath diffstat gawk locales file lz4 zstd xz-utils
 # The boot tier's QEMU, and the tools its kit is made with (the kernel itself is downloaded, never
 # installed: tests/boot/make-kit).
 APT_PACKAGES="$APT_PACKAGES qemu-system-x86 qemu-system-arm busybox-static kmod"
-TIERS=${VXN_TIERS:-"rust python boot"}
+TIERS=${VXN_TIERS:-"rust python boot oe"}
 
 start=$(date +%s)
 tier_times=""
@@ -48,7 +48,7 @@ install() {
     if [ -n "$missing" ]; then
         echo "test.sh: installing apt packages:$missing"
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
     # OE's sanity check wants the en_US.UTF-8 locale.
     if ! locale -a 2>/dev/null | grep -qi '^en_US\.utf-\?8$'; then
@@ -83,6 +83,8 @@ boot_tier() {
     cargo test --release --locked --test integration boot:: -- --ignored --test-threads=1 --nocapture
 }
 
+# The real bitbake with OE-core's classes (tests/oe/run): from $VXN_OE_SNAPSHOTS (.ci/run points
+# it at ../shared/oe) or $VXN_OE_CORE/$VXN_BITBAKE; without either it says how and skips.
 oe_tier() {
     tests/oe/run
 }

@@ -1,0 +1,435 @@
+"""The real-BitBake tier: runs `bitbake` with OE-core's own classes on meta-vxn, offline.
+
+(Helpers for tests/oe; conftest.py turns them into fixtures. A module name of its own, so that
+another suite's conftest can never shadow it.)
+
+Where OE-core and BitBake come from (docs/integration.md, "The real-BitBake tier"):
+  VXN_OE_CORE=<dir|tarball> [VXN_BITBAKE=<dir|tarball>]  one series: a poky or OE-core checkout
+      (BitBake defaults to its bitbake/ directory) or `git archive` snapshots of both;
+  VXN_OE_SNAPSHOTS=<dir>  every openembedded-core-<branch>-*.tar.gz in it, each with the
+      bitbake-*.tar.gz it needs (what .ci/run uses: ../shared/oe);
+  VXN_OE_SERIES="wrynose scarthgap"  only these series; VXN_OE_WORK (default
+      /var/tmp/vxn-oe-tier) the work directory; VXN_OE_USER the user bitbake runs as when the
+      tier is started as root (OE's sanity checks refuse root; default vxnbuild, created if
+      missing).
+
+The build is offline: BB_NO_NETWORK = "1", the crates of Cargo.lock placed in DL_DIR from cargo's
+own download cache, the host's rustc/cargo through ASSUME_PROVIDED and HOSTTOOLS (rust-native
+cannot be built without network), and two stand-in layers of the tier's own (layers/): one for
+meta-virtualization, one for the host's pseudo.
+"""
+
+import dataclasses
+import glob
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+IN_CI = os.environ.get("CI") == "true"
+STANDIN_LAYERS = os.path.join(HERE, "layers")
+
+ENABLE_HINT = ("the real-BitBake tier needs OE-core and BitBake: set VXN_OE_CORE=<poky or OE-core "
+               "checkout or snapshot tarball> (and VXN_BITBAKE=<bitbake checkout or tarball> if it "
+               "has no bitbake/), or VXN_OE_SNAPSHOTS=<directory of snapshot tarballs>; see "
+               "docs/integration.md")
+
+# What OE-core cannot build offline (their sources are downloads), provided by the host instead:
+# rust and the tools of patching and packaging, which HOSTTOOLS links in (rustc, cargo here; the
+# rest are in OE-core's own HOSTTOOLS). Packaging a recipe without ELF files, as the Dom0 blobs
+# are, runs none of binutils-cross, rpm (file dependencies) or dwarfsrcfiles (debug split).
+ASSUME_PROVIDED = ("rust-native cargo-native python3-native quilt-native patch-replacement-native "
+                   "binutils-cross-x86_64 binutils-cross-aarch64 rpm-native dwarfsrcfiles-native "
+                   "dpkg-native")
+HOSTTOOLS = "rustc cargo dpkg-deb"
+# deb, because the host's dpkg-deb can write it (ipk would need opkg-utils-native).
+PACKAGE_CLASSES = "package_deb"
+
+
+def missing(what):
+    """Skip for a missing requirement, or fail under CI=true, where nothing may be missing."""
+    if IN_CI:
+        pytest.fail("%s (CI=true: required)" % what)
+    pytest.skip(what)
+
+
+def log(message):
+    """A progress line that pytest -s (tests/oe/run) shows as it happens."""
+    print("oe-tier: %s" % message, flush=True)
+
+
+@dataclasses.dataclass
+class Series:
+    """One OE-core release line with the BitBake it needs."""
+    name: str       # the last of OE-core's LAYERSERIES_CORENAMES: "wrynose", "blacksail" (master)
+    oe_core: str    # directory holding meta/ and oe-init-build-env
+    bitbake: str    # directory holding bin/bitbake
+
+
+def _read_var(path, var):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r'\s*%s\s*\??=\s*"([^"]*)"' % re.escape(var), line)
+            if m:
+                return m.group(1)
+    return None
+
+
+def _unpack(source, into):
+    """A directory as it is, or a tarball unpacked once under `into` (keyed by its name)."""
+    if os.path.isdir(source):
+        return os.path.abspath(source)
+    name = os.path.basename(source)
+    for suffix in (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar"):
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    dest = os.path.join(into, name)
+    done = dest + ".unpacked"
+    if not os.path.exists(done):
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        with tarfile.open(source) as t:
+            t.extractall(dest, filter="tar") if hasattr(tarfile, "data_filter") else t.extractall(dest)
+        open(done, "w").close()
+    entries = os.listdir(dest)
+    return os.path.join(dest, entries[0]) if len(entries) == 1 else dest
+
+
+def _series_of(oe_core):
+    names = _read_var(os.path.join(oe_core, "meta", "conf", "layer.conf"), "LAYERSERIES_CORENAMES")
+    if not names:
+        raise RuntimeError("%s has no LAYERSERIES_CORENAMES in meta/conf/layer.conf: not an OE-core" % oe_core)
+    # The newest name is last: master lists "wrynose blacksail" while blacksail is in the making.
+    return names.split()[-1]
+
+
+def _pick_bitbake(oe_tarball, bitbake_tarballs, sources):
+    """The BitBake a snapshot of OE-core needs: master goes with master, a release branch with
+    the BitBake series its sanity.conf asks for (BB_MIN_VERSION's major.minor)."""
+    branch = re.match(r"openembedded-core-(.+?)-[0-9a-f]+\.tar", os.path.basename(oe_tarball)).group(1)
+    if branch == "master":
+        wanted = "master"
+    else:
+        oe = _unpack(oe_tarball, sources)
+        wanted = ".".join(_read_var(os.path.join(oe, "meta", "conf", "sanity.conf"), "BB_MIN_VERSION").split(".")[:2])
+    for bb in bitbake_tarballs:
+        if re.match(r"bitbake-%s-[0-9a-f]+\.tar" % re.escape(wanted), os.path.basename(bb)):
+            return bb
+    raise RuntimeError("no bitbake-%s-*.tar.gz beside %s" % (wanted, oe_tarball))
+
+
+def discover_series(sources):
+    """The series to test, from the environment; [] when nothing is configured."""
+    oe_core = os.environ.get("VXN_OE_CORE")
+    found = []
+    if oe_core:
+        oe = _unpack(oe_core, sources)
+        bitbake = os.environ.get("VXN_BITBAKE")
+        bb = _unpack(bitbake, sources) if bitbake else os.path.join(oe, "bitbake")
+        found.append(Series(_series_of(oe), oe, bb))
+    elif os.environ.get("VXN_OE_SNAPSHOTS"):
+        snapshots = os.environ["VXN_OE_SNAPSHOTS"]
+        bitbakes = sorted(glob.glob(os.path.join(snapshots, "bitbake-*.tar*")))
+        for tarball in sorted(glob.glob(os.path.join(snapshots, "openembedded-core-*.tar*"))):
+            oe = _unpack(tarball, sources)
+            bb = _unpack(_pick_bitbake(tarball, bitbakes, sources), sources)
+            found.append(Series(_series_of(oe), oe, bb))
+    wanted = os.environ.get("VXN_OE_SERIES", "").split()
+    for s in found:
+        if not os.path.isfile(os.path.join(s.bitbake, "bin", "bitbake")):
+            raise RuntimeError("%s has no bin/bitbake: set VXN_BITBAKE" % s.bitbake)
+    return [s for s in found if not wanted or s.name in wanted]
+
+
+# knotty's log line for every task it starts: "NOTE: Running [setscene |noexec ]task N of M (TID)",
+# TID being [mc:<mc>:][virtual:native:]<recipe file>:<task>.
+TASK_LINE = re.compile(r"^NOTE: Running (setscene |noexec )?task \d+ of \d+ \((.+):(do_\w+)\)$", re.M)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    mc: str         # "" for the default configuration
+    recipe: str     # PN, e.g. "vxn-blobs-native"
+    task: str       # e.g. "do_compile", "do_deploy_setscene"
+    kind: str       # "", "setscene" or "noexec"
+
+
+@dataclasses.dataclass
+class Result:
+    command: str
+    returncode: int
+    output: str
+    seconds: float
+
+    def lines(self, prefix):
+        return [l for l in self.output.splitlines() if l.startswith(prefix)]
+
+    def tasks(self):
+        """Every task knotty reported starting, in order."""
+        found = []
+        for m in TASK_LINE.finditer(self.output):
+            tid = m.group(2)
+            mc = ""
+            if tid.startswith("mc:"):
+                _, mc, tid = tid.split(":", 2)
+            native = tid.startswith("virtual:native:")
+            recipe = os.path.basename(tid)[:-len(".bb")].split("_")[0]
+            found.append(Task(mc, recipe + ("-native" if native else ""), m.group(3), (m.group(1) or "").strip()))
+        return found
+
+    def ran(self, recipe, mc=""):
+        """The tasks of `recipe` that really executed (setscene ones included, noexec not)."""
+        return [t.task for t in self.tasks() if t.recipe == recipe and t.mc == mc and t.kind != "noexec"]
+
+    def index(self, recipe, task, mc=""):
+        for i, t in enumerate(self.tasks()):
+            if (t.recipe, t.task, t.mc) == (recipe, task, mc):
+                return i
+        raise AssertionError("%s:%s (mc %r) did not run in `%s`" % (recipe, task, mc, self.command))
+
+    def warnings(self):
+        return [l for l in self.output.splitlines() if l.startswith(("WARNING:", "ERROR:"))]
+
+
+class Tier:
+    """The machine-wide part: work directory, build user, host rust, crates, a copy of the
+    checkout the build user can read."""
+
+    def __init__(self):
+        self.work = os.path.abspath(os.environ.get("VXN_OE_WORK", "/var/tmp/vxn-oe-tier"))
+        self.sources = os.path.join(self.work, "sources")
+        os.makedirs(self.sources, exist_ok=True)
+        self.series = discover_series(self.sources)
+        self.as_root = os.geteuid() == 0
+        self.user = os.environ.get("VXN_OE_USER", "vxnbuild") if self.as_root else pwd.getpwuid(os.geteuid()).pw_name
+        self.downloads = os.path.join(self.work, "downloads")
+        self.checkout = os.path.join(self.work, "vxn-blobs")
+        self.rust_bin = None
+        self.prepared = False
+
+    def series_named(self, name):
+        for s in self.series:
+            if s.name == name:
+                return s
+        return None
+
+    # -- preparation -------------------------------------------------------------------------
+
+    def prepare(self):
+        if self.prepared:
+            return
+        t0 = time.time()
+        self._ensure_user()
+        # A fresh start for everything a run builds; sources, crates and the rust copy stay.
+        # (VXN_OE_KEEP=1 keeps the builds too, for working on the tier itself: tests that
+        # expect a first build then see none.)
+        for name in os.listdir(self.work) if os.environ.get("VXN_OE_KEEP") != "1" else []:
+            if name.startswith(("build-", "check-", "sstate")) or name == "vxn-blobs":
+                shutil.rmtree(os.path.join(self.work, name))
+            elif name == "rebuild-table.jsonl":
+                os.unlink(os.path.join(self.work, name))
+        self._copy_checkout()
+        self._find_rust()
+        self._place_crates()
+        self._give_to_user(self.work, skip=("rust",))
+        self.prepared = True
+        log("prepared %s in %.0f s (build user %s, rust %s)" % (self.work, time.time() - t0, self.user, self.rust_bin))
+
+    def _ensure_user(self):
+        if not self.as_root:
+            return
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.user], check=True)
+            log("created the build user %s" % self.user)
+
+    def _give_to_user(self, path, skip=()):
+        if not self.as_root:
+            return
+        pw = pwd.getpwnam(self.user)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        for entry in os.listdir(path):
+            if entry in skip:
+                continue
+            full = os.path.join(path, entry)
+            os.lchown(full, pw.pw_uid, pw.pw_gid)
+            if os.path.isdir(full) and not os.path.islink(full):
+                subprocess.run(["chown", "-R", "-h", "%d:%d" % (pw.pw_uid, pw.pw_gid), full], check=True)
+
+    def _copy_checkout(self):
+        """The files of this checkout (tracked or new, not ignored), so that the layer's
+        file:// entries, devtool and the build user see the tree as committed plus local edits."""
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=TOP, capture_output=True)
+        if listed.returncode == 0:
+            files = [f for f in listed.stdout.decode().split("\0") if f and os.path.lexists(os.path.join(TOP, f))]
+        else:
+            files = []
+            for root, dirs, names in os.walk(TOP):
+                dirs[:] = [d for d in dirs if d not in (".git", "target", ".venv", "__pycache__")]
+                files += [os.path.relpath(os.path.join(root, n), TOP) for n in names]
+        for f in files:
+            dest = os.path.join(self.checkout, f)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy2(os.path.join(TOP, f), dest, follow_symlinks=False)
+
+    def _find_rust(self):
+        """The host's rustc and cargo, somewhere the build user can run them: a root-only
+        toolchain (rustup under /root) is mirrored into the work directory with hardlinks."""
+        rustc = shutil.which("rustc")
+        if not rustc or not shutil.which("cargo"):
+            missing("rustc and cargo are needed on PATH")
+        sysroot = subprocess.run([rustc, "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
+        bindir = os.path.join(sysroot, "bin")
+        if self._user_can_run(os.path.join(bindir, "cargo")):
+            self.rust_bin = bindir
+            return
+        mirror = os.path.join(self.work, "rust")
+        stamp = mirror + ".from"
+        if not (os.path.exists(stamp) and open(stamp).read() == sysroot):
+            shutil.rmtree(mirror, ignore_errors=True)
+            # Hardlinks share ownership with the originals: never chown inside the mirror.
+            if subprocess.run(["cp", "-al", sysroot, mirror]).returncode != 0:
+                shutil.rmtree(mirror, ignore_errors=True)
+                subprocess.run(["cp", "-a", sysroot, mirror], check=True)
+            with open(stamp, "w") as f:
+                f.write(sysroot)
+        self.rust_bin = os.path.join(mirror, "bin")
+        if not self._user_can_run(os.path.join(self.rust_bin, "cargo")):
+            missing("the build user %s cannot run %s" % (self.user, self.rust_bin))
+
+    def _user_can_run(self, path):
+        return self.run_as_user(["test", "-x", path]).returncode == 0 if self.as_root else os.access(path, os.X_OK)
+
+    def _place_crates(self):
+        """Every crate of Cargo.lock in DL_DIR as NAME-VERSION.crate, where OE's crate fetcher
+        looks, taken from cargo's own download cache (`cargo fetch` fills it)."""
+        os.makedirs(self.downloads, exist_ok=True)
+        cargo_home = os.path.join(self.work, "cargo-home")
+        env = dict(os.environ, CARGO_HOME=cargo_home)
+        fetched = subprocess.run(["cargo", "fetch", "--locked", "--manifest-path",
+                                  os.path.join(self.checkout, "Cargo.toml")],
+                                 env=env, capture_output=True, text=True)
+        caches = glob.glob(os.path.join(cargo_home, "registry", "cache", "*"))
+        if fetched.returncode != 0:
+            log("cargo fetch failed (%s); using ~/.cargo's cache" % fetched.stderr.strip().splitlines()[-1:])
+            caches += glob.glob(os.path.expanduser("~/.cargo/registry/cache/*"))
+        wanted = set()
+        with open(os.path.join(self.checkout, "Cargo.lock"), encoding="utf-8") as f:
+            lock = f.read()
+        for name, version in re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"\nsource = "registry\+', lock):
+            wanted.add("%s-%s.crate" % (name, version))
+        for cache in caches:
+            for crate in os.listdir(cache):
+                if crate in wanted and not os.path.exists(os.path.join(self.downloads, crate)):
+                    shutil.copy(os.path.join(cache, crate), self.downloads)
+        absent = sorted(c for c in wanted if not os.path.exists(os.path.join(self.downloads, c)))
+        if absent:
+            missing("crates not in cargo's cache (run `cargo fetch --locked` once with network): %s" % ", ".join(absent[:5]))
+
+    # -- running -----------------------------------------------------------------------------
+
+    def user_env(self):
+        home = pwd.getpwnam(self.user).pw_dir if self.as_root else os.environ.get("HOME", self.work)
+        return {
+            "HOME": home,
+            "USER": self.user,
+            "LOGNAME": self.user,
+            "PATH": "%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" % (self.rust_bin or "/usr/bin"),
+            "LANG": "en_US.UTF-8",
+            "SHELL": "/bin/sh",
+            "TERM": "dumb",
+        }
+
+    def run_as_user(self, argv, cwd=None, timeout=None):
+        env = self.user_env()
+        if self.as_root:
+            argv = ["runuser", "-u", self.user, "--", "env", "-i"] + ["%s=%s" % kv for kv in env.items()] + list(argv)
+            env = None
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# A terminal's control sequences, removed from what knotty prints on a pty.
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-B]|[=>])")
+
+
+class BuildDir:
+    """A TOPDIR for one series: conf/bblayers.conf and conf/local.conf written by the tier,
+    bitbake run in it through OE-core's oe-init-build-env as the build user.
+
+    `mask` leaves OE-core's recipes out of the parse (BBMASK), as the builds need none of them:
+    a full parse takes minutes on two cores, a masked one seconds, so a dozen consecutive builds
+    fit in CI. The classes, bitbake.conf and the sanity checks are OE-core's all the same; a
+    recipe the build did need would fail it ("Nothing PROVIDES"), not pass it by accident. The
+    full parse is tested on its own (test_parse.py)."""
+
+    def __init__(self, tier, series, name, layers, mask=False):
+        self.tier = tier
+        self.series = series
+        self.topdir = os.path.join(tier.work, name)
+        self.layers = [os.path.join(series.oe_core, "meta")] + list(layers)
+        self.mask = mask
+        os.makedirs(os.path.join(self.topdir, "conf"), exist_ok=True)
+        self.write_conf()
+
+    def write_conf(self, extra=""):
+        """Rewrites both conf files; `extra` is appended to local.conf."""
+        with open(os.path.join(self.topdir, "conf", "bblayers.conf"), "w") as f:
+            f.write('# Written by tests/oe (the real-BitBake tier of vxn-blobs).\n'
+                    'POKY_BBLAYERS_CONF_VERSION = "2"\nBBPATH = "${TOPDIR}"\nBBFILES ?= ""\n'
+                    'BBLAYERS ?= " \\\n%s"\n' % "".join("    %s \\\n" % l for l in self.layers))
+        mask = ('# OE-core\'s recipes are not needed by these builds (see tests/oe/oetier.py).\n'
+                'BBMASK += "^%s/meta/recipes-(?!core/meta/)"\n' % re.escape(self.series.oe_core)
+                if self.mask else "")
+        with open(os.path.join(self.topdir, "conf", "local.conf"), "w") as f:
+            f.write('# Written by tests/oe (the real-BitBake tier of vxn-blobs): an offline build.\n'
+                    'MACHINE ??= "qemux86-64"\n'
+                    'DL_DIR = "%s"\n'
+                    'SSTATE_DIR = "%s"\n'
+                    'BB_HASHSERVE_DB_DIR = "${SSTATE_DIR}"\n'
+                    'BB_NO_NETWORK = "1"\n'
+                    '# What cannot be built without network comes from the host: rust, through\n'
+                    '# HOSTTOOLS; uninative (a download) is not used.\n'
+                    'ASSUME_PROVIDED += "%s"\n'
+                    'HOSTTOOLS += "%s"\n'
+                    'INHERIT:remove = "uninative"\n'
+                    'PACKAGE_CLASSES = "%s"\n'
+                    'BB_NUMBER_THREADS ?= "2"\n'
+                    'PARALLEL_MAKE ?= "-j 2"\n'
+                    'CONF_VERSION = "2"\n'
+                    '%s%s\n' % (self.tier.downloads, os.path.join(self.tier.work, "sstate-" + self.series.name),
+                                 ASSUME_PROVIDED, HOSTTOOLS, PACKAGE_CLASSES, mask, extra))
+        self.tier._give_to_user(self.topdir)
+
+    def bitbake(self, *args, tool="bitbake", check=True, tty=False, timeout=3600):
+        """Runs a BitBake command (bitbake, bitbake-getvar, yocto-check-layer, devtool...) as a
+        user would after sourcing oe-init-build-env; returns its Result, failing the test on a
+        non-zero exit when `check`. `tty` runs it on a pseudo-terminal, where knotty draws its
+        interactive display (progress bars)."""
+        s = self.series
+        command = " ".join([tool] + [shlex.quote(a) for a in args])
+        if tty:
+            command = "TERM=xterm script -qec %s /dev/null" % shlex.quote("stty cols 200 rows 50; " + command)
+        script = "cd %s && BITBAKEDIR=%s . ./oe-init-build-env %s >/dev/null && %s 2>&1" % (
+            shlex.quote(s.oe_core), shlex.quote(s.bitbake), shlex.quote(self.topdir), command)
+        t0 = time.time()
+        proc = self.tier.run_as_user(["bash", "-c", script], timeout=timeout)
+        output = ANSI.sub("", (proc.stdout + proc.stderr).replace("\r\n", "\n"))
+        result = Result(command, proc.returncode, output, time.time() - t0)
+        log("%s: %s -> exit %d in %.0f s" % (s.name, command, result.returncode, result.seconds))
+        if check and result.returncode != 0:
+            pytest.fail("%s failed (exit %d) in %s:\n%s" % (command, result.returncode, self.topdir,
+                                                          "\n".join(result.output.splitlines()[-60:])))
+        return result
+
+    def path(self, *parts):
+        return os.path.join(self.topdir, *parts)
