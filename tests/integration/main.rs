@@ -9,5 +9,6 @@ mod engine;
 mod faults;
 mod fixtures;
 mod hostile;
+mod reuse;
 mod spec;
 mod util;
