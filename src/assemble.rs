@@ -536,7 +536,10 @@ fn stage_rootfs(
     let file = open_no_follow(&temp).map_err(Error::io("open", &temp))?;
     file.set_permissions(fs::Permissions::from_mode(OUTPUT_MODE))
         .map_err(Error::io("set the mode of", &temp))?;
-    let (sha256, size) = sha256_reader(&file).map_err(Error::io("read", &temp))?;
+    let (sha256, size) = match &report.output_sha256 {
+        Some(hashed) => hashed.clone(),
+        None => sha256_reader(&file).map_err(Error::io("read", &temp))?,
+    };
     file.sync_all().map_err(Error::io("sync", &temp))?;
     Ok((temp, OutputRecord { sha256, size }, reuse_record, report))
 }

@@ -57,6 +57,9 @@ pub struct InjectReport {
     /// The record written beside the output (with [`InjectOptions::reuse`], when the data was
     /// transcoded).
     pub record: Option<PathBuf>,
+    /// The output's sha256 (hex) and size when the engine hashed it for the record, so that a
+    /// caller need not read it again.
+    pub output_sha256: Option<(String, u64)>,
 }
 
 mod codec;
@@ -138,41 +141,20 @@ pub fn inject(
         verify(tmp, &img, &injected, &written)?;
         let record = match reuse.recorder.take() {
             Some(recorder) => {
-                let file = std::fs::File::open(tmp)
-                    .map_err(|e| Error::io("read the output image", tmp, e))?;
-                Some(
-                    recorder
-                        .finish(&file)
-                        .map_err(|e| Error::io("read the output image", tmp, e))?,
-                )
+                let read_error = |e| Error::io("read the output image", tmp, e);
+                let file = std::fs::File::open(tmp).map_err(read_error)?;
+                Some(recorder.finish(&file).map_err(read_error)?)
             }
             None => None,
         };
         Ok((written, record))
     })?;
-    let record_written = match (&opts.reuse, record) {
-        (_, Some(bytes)) => {
-            let path = record_path(output);
-            write_atomically(&path, |mut file, tmp| {
-                use std::io::Write;
-                file.write_all(&bytes)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| Error::io("write the reuse record", tmp, e))
-            })?;
-            Some(path)
-        }
-        // The data was not transcoded, so a record beside the output would describe an
-        // earlier image; take it away rather than leave it to be refused.
-        (Some(_), None) => {
-            let path = record_path(output);
-            match std::fs::remove_file(&path) {
-                Ok(()) => log::info!("removed {}: this output was not transcoded", path.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove the stale reuse record", path, e)),
-            }
-            None
-        }
-        (None, None) => None,
+    let output_sha256 = record
+        .as_ref()
+        .map(|(_, sha, size)| (crate::safe_fs::hex(sha), *size));
+    let record = match opts.reuse {
+        Some(_) => keep_record(output, record.map(|(bytes, _, _)| bytes))?,
+        None => None,
     };
     if let (Some(previous), false) = (&opts.reuse, keep_raw) {
         log::info!(
@@ -191,8 +173,30 @@ pub fn inject(
         bytes_written: written.bytes,
         blocks_transcoded: reuse.transcoded,
         blocks_reused: reuse.copied,
-        record: record_written,
+        record,
+        output_sha256,
     })
+}
+
+/// Writes the record of `output` beside it (atomically, after the output), or, when the data
+/// was not transcoded, removes an earlier record there: it would describe another image.
+fn keep_record(output: &Path, record: Option<Vec<u8>>) -> Result<Option<PathBuf>, Error> {
+    let path = record_path(output);
+    let Some(bytes) = record else {
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!("removed {}: this output was not transcoded", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove the stale reuse record", path, e)),
+        }
+        return Ok(None);
+    };
+    write_atomically(&path, |mut file, tmp| {
+        use std::io::Write;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write the reuse record", tmp, e))
+    })?;
+    Ok(Some(path))
 }
 
 /// Opens the previous output for reuse, saying in the log what can be reused and, when nothing

@@ -310,8 +310,9 @@ impl Recorder {
         self.entries.push(entry);
     }
 
-    /// The record of the finished output `image` (which is hashed), as bytes to write.
-    pub fn finish(mut self, image: &File) -> io::Result<Vec<u8>> {
+    /// The record of the finished output `image` as bytes to write, with the image's sha256
+    /// and size (it is hashed for the record).
+    pub fn finish(mut self, image: &File) -> io::Result<(Vec<u8>, [u8; 32], u64)> {
         // Equal keys have equal output bytes (that is the point), so any one of them will do;
         // the first, for a record that is a pure function of the output.
         self.entries
@@ -324,7 +325,7 @@ impl Recorder {
             image_sha256,
             entries: self.entries,
         };
-        Ok(record.to_bytes())
+        Ok((record.to_bytes(), image_sha256, image_size))
     }
 }
 
