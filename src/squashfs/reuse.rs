@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec::Codec;
 use super::format::{DATA_UNCOMPRESSED, MAX_BLOCK_SIZE};
+use crate::safe_fs::open_regular;
 
 /// Appended to an output's path to name its record.
 pub const RECORD_SUFFIX: &str = ".vxn-reuse";
@@ -195,7 +196,7 @@ impl Record {
 
     /// Reads the record at `path`; the error says why there is none to use.
     fn read(path: &Path) -> Result<Record, String> {
-        let file = File::open(path).map_err(|e| match e.kind() {
+        let file = open_regular(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => format!("there is no record {}", path.display()),
             _ => format!("its record {} cannot be opened ({e})", path.display()),
         })?;
@@ -244,7 +245,7 @@ impl Previous {
                 record.settings
             ));
         }
-        let file = File::open(image).map_err(|e| format!("it cannot be opened ({e})"))?;
+        let file = open_regular(image).map_err(|e| format!("it cannot be opened ({e})"))?;
         let (sha, size) = hash_file(&file).map_err(|e| format!("it cannot be read ({e})"))?;
         if size != record.image_size || sha != record.image_sha256 {
             return Err(

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::bounded;
 use crate::fixtures::{build_tree, can_run, mksquashfs, noise, text, Tree};
 use crate::util::{Arch, Fixture, Run, TestDir};
 
@@ -245,6 +246,40 @@ fn a_damaged_previous_output_or_record_is_not_trusted() {
         assert_eq!(reuse_counts(&run).0, 0, "{what}: {run:#?}");
         assert!(run.stderr.contains(why), "{what}: {run:#?}");
     }
+}
+
+/// Something other than a file planted where the record or the previous image is looked for
+/// is not waited on (a fifo would block an open or a read forever) and is replaced.
+#[test]
+fn a_fifo_planted_as_the_record_or_the_previous_image_does_not_hang_compile() {
+    let dir = TestDir::new();
+    let fx = Fixture::new(dir.path(), Arch::X86_64);
+    for name in [RECORD, "rootfs.img"] {
+        fx.compile(&dir);
+        let planted = fx.build_dir().join(name);
+        fs::remove_file(&planted).unwrap();
+        let path = std::ffi::CString::new(planted.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+        squashfs_edit(&fx);
+        let ended = bounded::run(
+            dir.command(&["compile", "--spec", &fx.spec_arg()], &[]),
+            bounded::Limits::default(),
+        );
+        assert!(!ended.hung && ended.code == Some(0), "{name}: {ended:?}");
+        assert!(
+            ended.stderr.contains("not a regular file"),
+            "{name}: {ended:?}"
+        );
+        assert!(fs::metadata(&planted).unwrap().is_file(), "{name}");
+    }
+}
+
+/// A new rootfs input (the sample image with another mkfs time), so that compile runs again.
+fn squashfs_edit(fx: &Fixture) {
+    let stamp = fs::metadata(fx.input("rootfs")).unwrap().len() as u32;
+    vxn_blobs::squashfs::write_sample_image(&fx.input("rootfs"), crate::util::EPOCH + stamp)
+        .unwrap();
 }
 
 #[test]
