@@ -14,6 +14,9 @@
 #   BENCH_INCLUDE  extra packages for debootstrap (default: a few that make it container-like)
 #   BENCH_BLOB_MB  MB of random file data added to a second gzip image, to show that our peak
 #                  RSS does not grow with file data (default 300; 0 skips it)
+#   BENCH_APP_MB   size of the binary the "one package changed" case rebuilds (default 10)
+#   BENCH_CASES    which parts run, of: inject blob compile changed (default: all four; blob
+#                  compares with inject's table, so it runs only with it)
 #   VXN_BLOBS      the binary to measure (default: cargo build --release, then target/release)
 # Delete BENCH_DIR/tree.info to rebuild the tree and images.
 set -eu
@@ -23,11 +26,15 @@ BENCH_MB=${BENCH_MB:-300}
 BENCH_TREE=${BENCH_TREE:-auto}
 BENCH_INCLUDE=${BENCH_INCLUDE:-python3,perl,iproute2,ca-certificates,openssl,procps,kmod}
 BENCH_BLOB_MB=${BENCH_BLOB_MB:-300}
+BENCH_APP_MB=${BENCH_APP_MB:-10}
+BENCH_CASES=${BENCH_CASES:-inject blob compile changed}
 VXN_BLOBS=${VXN_BLOBS:-}
 given_bin=$VXN_BLOBS
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 say() { echo "bench.sh: $*" >&2; }
+# case_on NAME: whether BENCH_CASES asks for that part.
+case_on() { case " $BENCH_CASES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root: the tree must keep real owners, setuid bits and device nodes"
 for t in mksquashfs unsquashfs sqfsdiff install; do
@@ -173,9 +180,11 @@ run_case() {
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-run_case "xz-to-xz" "$BENCH_DIR/in-xz.img" xz xz
-run_case "gzip-to-xz" "$BENCH_DIR/in-gzip.img" xz xz
-run_case "gzip-keep" "$BENCH_DIR/in-gzip.img" gzip keep
+if case_on inject; then
+    run_case "xz-to-xz" "$BENCH_DIR/in-xz.img" xz xz
+    run_case "gzip-to-xz" "$BENCH_DIR/in-gzip.img" xz xz
+    run_case "gzip-keep" "$BENCH_DIR/in-gzip.img" gzip keep
+fi
 
 # One table row: wall times, their ratio, peak RSS, output sizes and their ratio, and whether
 # squashfs-tools-ng sees the same contents, owners and modes in both outputs ("-": that side
@@ -218,18 +227,20 @@ echo "tree: $(tr '\n' ' ' < "$info")"
 echo "machine: $(nproc) cores, $(uname -r); vxn-blobs: $VXN_BLOBS"
 echo "load average (1/5/15 min) before the runs: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "inputs: in-gzip.img $(stat -c %s "$BENCH_DIR/in-gzip.img") bytes, in-xz.img $(stat -c %s "$BENCH_DIR/in-xz.img") bytes"
-echo
-printf '%-11s %9s %9s %11s %9s %9s %9s %9s %13s %13s %10s  %s\n' \
-    case shell_s ours_s shell/ours shell_cpu ours_cpu shell_MB ours_MB shell_bytes ours_bytes ours/shell "same contents"
-for name in xz-to-xz gzip-to-xz gzip-keep; do row "$name"; done
-echo
-echo "gzip-keep's shell side is the seed's pipeline with -comp gzip (the seed itself always writes xz)."
-echo "_s: wall seconds; _cpu: user+sys CPU seconds (the work done, whatever else runs); _MB: peak RSS."
-echo "Targets (issue 2, 2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
+if case_on inject; then
+    echo
+    printf '%-11s %9s %9s %11s %9s %9s %9s %9s %13s %13s %10s  %s\n' \
+        case shell_s ours_s shell/ours shell_cpu ours_cpu shell_MB ours_MB shell_bytes ours_bytes ours/shell "same contents"
+    for name in xz-to-xz gzip-to-xz gzip-keep; do row "$name"; done
+    echo
+    echo "gzip-keep's shell side is the seed's pipeline with -comp gzip (the seed itself always writes xz)."
+    echo "_s: wall seconds; _cpu: user+sys CPU seconds (the work done, whatever else runs); _MB: peak RSS."
+    echo "Targets (issue 2, 2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
+fi
 
 # Peak RSS against file data: the same tree plus one file of random data (much more data, almost
 # no more metadata). Our peak RSS should stay where it was in the table above.
-if [ "$BENCH_BLOB_MB" -gt 0 ]; then
+if [ "$BENCH_BLOB_MB" -gt 0 ] && case_on blob && case_on inject; then
     blob_img=$BENCH_DIR/in-gzip-blob$BENCH_BLOB_MB.img
     if [ ! -f "$blob_img" ] || [ "$info" -nt "$blob_img" ]; then
         say "mksquashfs -comp gzip of the tree plus $BENCH_BLOB_MB MB of random data"
@@ -260,24 +271,24 @@ if [ "$BENCH_BLOB_MB" -gt 0 ]; then
     done
 fi
 
-# compile: an unchanged rerun against a rebuild, once the subcommand exists.
-if ! "$VXN_BLOBS" compile --help 2>&1 | grep -q -- --spec; then
-    echo
-    echo "compile: this vxn-blobs has no compile subcommand yet; rerun-vs-rebuild not measured."
-elif ! command -v cpio > /dev/null; then
-    echo
-    echo "compile: not measured: cpio is missing to make its initramfs (apt-get install cpio)."
-else
-    c=$BENCH_DIR/compile
-    rm -rf "$c"
-    mkdir -p "$c/initramfs" "$c/build" "$c/deploy"
+# compile's inputs besides the rootfs, in DIR: an initramfs with an /init, and a file with x86's
+# boot-protocol magic "HdrS" at 0x202, as compile checks for a bzImage.
+compile_inputs() {
+    c=$1
+    mkdir -p "$c/initramfs"
     printf '#!/bin/sh\nexec /bin/sh\n' > "$c/initramfs/init"
     chmod 0755 "$c/initramfs/init"
     (cd "$c/initramfs" && echo init | cpio -o -H newc --quiet) | gzip -n > "$c/initramfs.cpio.gz"
-    # A file with x86's boot-protocol magic "HdrS" at 0x202, as compile checks for a bzImage.
     head -c 4096 /dev/zero > "$c/bzImage"
     printf 'HdrS' | dd of="$c/bzImage" bs=1 seek=514 conv=notrunc status=none
-    cat > "$c/spec.json" <<EOF
+}
+
+# write_spec SPEC ROOTFS BUILD_DIR: a compile spec for ROOTFS, using compile_inputs of SPEC's
+# directory.
+write_spec() {
+    c=$(dirname "$1")
+    mkdir -p "$3" "$c/deploy"
+    cat > "$1" <<EOF
 {
   "schema": 1,
   "runtime": "vdkr",
@@ -286,17 +297,36 @@ else
   "target_arch": "x86_64",
   "blob_arch": "x86_64",
   "initramfs": "$c/initramfs.cpio.gz",
-  "rootfs": "$BENCH_DIR/in-gzip.img",
+  "rootfs": "$2",
   "kernel": "$c/bzImage",
   "kernel_name": "bzImage",
   "inject": [
     {"source": "$src/vxn-init.sh", "dest": "/vxn-init.sh", "mode": "0755"},
     {"source": "$src/vcontainer-init-common.sh", "dest": "/vcontainer-init-common.sh", "mode": "0755"}
   ],
-  "build_dir": "$c/build",
+  "build_dir": "$3",
   "deploy_dir": "$c/deploy"
 }
 EOF
+}
+
+have_compile=yes
+if ! "$VXN_BLOBS" compile --help 2>&1 | grep -q -- --spec; then
+    have_compile="this vxn-blobs has no compile subcommand yet"
+elif ! command -v cpio > /dev/null; then
+    have_compile="cpio is missing to make its initramfs (apt-get install cpio)"
+fi
+
+# compile: an unchanged rerun against a rebuild.
+if case_on compile && [ "$have_compile" != yes ]; then
+    echo
+    echo "compile: not measured: $have_compile."
+elif case_on compile; then
+    c=$BENCH_DIR/compile
+    rm -rf "$c"
+    mkdir -p "$c"
+    compile_inputs "$c"
+    write_spec "$c/spec.json" "$BENCH_DIR/in-gzip.img" "$c/build"
     if /usr/bin/time -f '%e %M' -o "$c/rebuild.time" "$VXN_BLOBS" compile --spec "$c/spec.json" > "$c/rebuild.log" 2>&1 &&
         /usr/bin/time -f '%e %M' -o "$c/rerun.time" "$VXN_BLOBS" compile --spec "$c/spec.json" > "$c/rerun.log" 2>&1; then
         read -r tb mb _ < "$c/rebuild.time"
@@ -312,5 +342,100 @@ EOF
     fi
 fi
 
+# One package changed (issue 10): the tree plus a binary of BENCH_APP_MB MB (library bytes of
+# the tree) with a config file, then the same tree with the binary rebuilt (every byte moved up
+# by one through tr: every block differs, the compressibility stays), the config file changed
+# and a file added; both imaged like in-gzip.img. Made once, kept under BENCH_DIR/changed.
+changed_images() {
+    chg=$BENCH_DIR/changed
+    if [ -f "$chg/in-v1.img" ] && [ -f "$chg/in-v2.img" ] && [ "$chg/in-v1.img" -nt "$info" ] &&
+        [ "$(cat "$chg/app.mb" 2>/dev/null)" = "$BENCH_APP_MB" ]; then
+        return 0
+    fi
+    say "one package changed: making the two trees and their gzip images"
+    rm -rf "$chg"
+    mkdir -p "$chg"
+    cp -a "$tree" "$chg/v1"
+    app=usr/bin/vxn-bench-app
+    # (cat is cut short by head: its broken pipe is expected.)
+    find "$chg/v1/usr/lib" -type f -size +100k -name '*.so*' | sort | xargs cat 2>/dev/null |
+        head -c $((BENCH_APP_MB * 1024 * 1024)) > "$chg/v1/$app"
+    [ "$(stat -c %s "$chg/v1/$app")" -ge $((BENCH_APP_MB * 1024 * 1024)) ] ||
+        die "the tree's libraries hold less than $BENCH_APP_MB MB for the binary; lower BENCH_APP_MB"
+    chmod 0755 "$chg/v1/$app"
+    mkdir -p "$chg/v1/etc/vxn-bench-app"
+    awk 'BEGIN { for (i = 0; i < 40; i++) printf "option_%d = %d\n", i, i * 7 }' > "$chg/v1/etc/vxn-bench-app/app.conf"
+    cp -a "$chg/v1" "$chg/v2"
+    tr '\000-\377' '\001-\377\000' < "$chg/v1/$app" > "$chg/v2/$app"
+    echo "option_40 = 280" >> "$chg/v2/etc/vxn-bench-app/app.conf"
+    printf 'vxn-bench-app 2: rebuilt\n' > "$chg/v2/etc/vxn-bench-app/NEWS"
+    for v in v1 v2; do
+        mksquashfs "$chg/$v" "$chg/in-$v.img.tmp" -noappend -comp gzip -no-progress -quiet
+        mv "$chg/in-$v.img.tmp" "$chg/in-$v.img"
+        rm -rf "${chg:?}/$v"
+    done
+    echo "$BENCH_APP_MB" > "$chg/app.mb"
+}
+
+# Timed on the second image: the seed's pipeline, a cold compile, and a compile into the
+# build_dir that holds the first image's compile (which is not timed).
+if case_on changed && [ "$have_compile" != yes ]; then
+    echo
+    echo "one package changed: not measured: $have_compile."
+elif case_on changed; then
+    changed_images
+    c=$chg/run
+    rm -rf "$c"
+    mkdir -p "$c"
+    compile_inputs "$c"
+    write_spec "$c/v1.json" "$chg/in-v1.img" "$c/incremental"
+    write_spec "$c/v2-incremental.json" "$chg/in-v2.img" "$c/incremental"
+    write_spec "$c/v2-cold.json" "$chg/in-v2.img" "$c/cold"
+    say "one package changed: compile of the first image (setup, not timed)"
+    "$VXN_BLOBS" compile --spec "$c/v1.json" > "$c/v1.log" 2>&1 || die "compile of in-v1.img failed: see $c/v1.log"
+    load_changed=$(cut -d' ' -f1-3 /proc/loadavg)
+    cat "$chg/in-v2.img" > /dev/null
+    say "one package changed: shell pipeline"
+    timed changed-shell sh "$BENCH_DIR/seed-pipeline.sh" "$chg/in-v2.img" "$out/changed-shell" "$src" xz
+    cat "$chg/in-v2.img" > /dev/null
+    say "one package changed: cold compile"
+    timed changed-cold "$VXN_BLOBS" compile --spec "$c/v2-cold.json"
+    cat "$chg/in-v2.img" > /dev/null
+    say "one package changed: incremental compile"
+    timed changed-incremental "$VXN_BLOBS" compile --spec "$c/v2-incremental.json"
+    echo
+    echo "one package changed: in-v1.img $(stat -c %s "$chg/in-v1.img") bytes, in-v2.img $(stat -c %s "$chg/in-v2.img") bytes ($BENCH_APP_MB MB binary rebuilt, a config file changed, a file added)"
+    echo "load average (1/5/15 min) before: $load_changed; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '%-12s %9s %9s %9s %13s\n' side wall_s cpu_s peak_MB rootfs.img
+    for side in shell cold incremental; do
+        img=$c/$side/rootfs.img
+        [ "$side" = shell ] && img=$out/changed-shell/rootfs.img
+        if [ -f "$out/changed-$side.time" ] && [ -f "$img" ]; then
+            read -r t m u y < "$out/changed-$side.time"
+            awk -v n="$side" -v t="$t" -v m="$m" -v u="$u" -v y="$y" -v b="$(stat -c %s "$img")" 'BEGIN {
+                printf "%-12s %9.2f %9.1f %9.1f %13s\n", n, t, u + y, m / 1024, b }'
+            echo "$t" > "$c/$side.wall"
+        else
+            printf '%-12s %9s\n' "$side" "FAILED (see $out/changed-$side.log)"
+        fi
+    done
+    if [ -f "$c/incremental.wall" ]; then
+        for side in shell cold; do
+            [ -f "$c/$side.wall" ] || continue
+            awk -v s="$side" -v a="$(cat "$c/$side.wall")" -v b="$(cat "$c/incremental.wall")" 'BEGIN {
+                printf "%s / incremental: %.1fx\n", s, (b > 0 ? a / b : 0) }'
+        done
+        grep -h -o 'copied [0-9]* of [0-9]* blocks' "$out/changed-incremental.log" | sed 's/^/incremental: /' || true
+    fi
+    if [ -f "$c/cold/rootfs.img" ] && [ -f "$c/incremental/rootfs.img" ]; then
+        if cmp -s "$c/cold/rootfs.img" "$c/incremental/rootfs.img"; then
+            echo "rootfs.img of the incremental compile: byte-identical to the cold compile's"
+        else
+            echo "rootfs.img of the incremental compile: DIFFERS from the cold compile's"
+        fi
+    fi
+    echo "Target (issue 10, 2 cores): incremental >= 10x faster than the cold compile and than the shell; byte-identical."
+fi
+
 echo
-echo "rerun with: BENCH_DIR=$BENCH_DIR BENCH_MB=$BENCH_MB BENCH_BLOB_MB=$BENCH_BLOB_MB${given_bin:+ VXN_BLOBS=$given_bin} $top/scripts/bench.sh"
+echo "rerun with: BENCH_DIR=$BENCH_DIR BENCH_MB=$BENCH_MB BENCH_BLOB_MB=$BENCH_BLOB_MB BENCH_APP_MB=$BENCH_APP_MB BENCH_CASES=\"$BENCH_CASES\"${given_bin:+ VXN_BLOBS=$given_bin} $top/scripts/bench.sh"

@@ -38,23 +38,8 @@ use crate::safe_fs::{
 pub use crate::safe_fs::{LOCK_FILE, TEMP_PREFIX};
 use crate::spec::Spec;
 use crate::squashfs::{self, InjectOptions, InjectReport};
+pub use crate::tool_identity;
 
-/// The tool identity that goes into the digest: the version and a digest of the running
-/// executable, so that neither a new release nor a rebuilt development binary (same version,
-/// changed code) reuses outputs an older build made.
-pub fn tool_identity() -> &'static str {
-    static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TOOL.get_or_init(|| {
-        let version = concat!("vxn-blobs ", env!("CARGO_PKG_VERSION"));
-        let exe = std::env::current_exe()
-            .and_then(File::open)
-            .and_then(sha256_reader);
-        match exe {
-            Ok((sha, _)) => format!("{version} (executable sha256 {})", &sha[..16]),
-            Err(_) => version.to_string(),
-        }
-    })
-}
 /// The record of the last completed compile, in `build_dir`.
 pub const STATE_FILE: &str = ".vxn-blobs-state.json";
 /// Output names in `build_dir`.
@@ -175,7 +160,7 @@ pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileRepor
     } else {
         None
     };
-    let (rootfs_temp, rootfs_record, report) = stage_rootfs(spec, progress)?;
+    let (rootfs_temp, rootfs_record, reuse_record, report) = stage_rootfs(spec, progress)?;
     info!(
         "rootfs {}: {} inodes, {} -> {}{}, {} bytes",
         spec.rootfs.display(),
@@ -207,6 +192,13 @@ pub fn compile(spec: &Spec, progress: &mut dyn FnMut(u8)) -> Result<CompileRepor
     outputs.insert(INITRAMFS_OUTPUT.to_string(), initramfs_record);
     commit(rootfs_temp, &build_dir.join(ROOTFS_OUTPUT))?;
     outputs.insert(ROOTFS_OUTPUT.to_string(), rootfs_record);
+    // The reuse record names the sha256 of the rootfs.img it describes, so a kill between these
+    // two renames leaves a pair that the next compile sees does not fit (and does not reuse).
+    let reuse_path = squashfs::record_path(&build_dir.join(ROOTFS_OUTPUT));
+    match reuse_record {
+        Some(temp) => commit(temp, &reuse_path)?,
+        None => remove_if_present(&reuse_path)?,
+    }
     if let Some((temp, record)) = kernel_stage {
         commit(temp, &build_dir.join(KERNEL_OUTPUT))?;
         outputs.insert(KERNEL_OUTPUT.to_string(), record);
@@ -503,11 +495,13 @@ fn stage_kernel(spec: &Spec) -> Result<(TempPath, OutputRecord), Error> {
     Ok((temp.into_temp_path(), OutputRecord { sha256, size }))
 }
 
-/// Runs the engine into a staged path and hashes what it wrote.
+/// Runs the engine into a staged path and hashes what it wrote. The engine reuses the blocks
+/// of the previous rootfs.img where its record allows, and leaves the record of this one beside
+/// the staged path (when the data was transcoded), also returned as a staged file.
 fn stage_rootfs(
     spec: &Spec,
     progress: &mut dyn FnMut(u8),
-) -> Result<(TempPath, OutputRecord, InjectReport), Error> {
+) -> Result<(TempPath, OutputRecord, Option<TempPath>, InjectReport), Error> {
     // The engine writes atomically onto this path; the temp path owns the name, so a failure
     // anywhere later removes whatever is there.
     let temp = new_temp(&spec.build_dir)?.into_temp_path();
@@ -515,6 +509,7 @@ fn stage_rootfs(
         compression: spec.compression,
         jobs: spec.jobs,
         source_date_epoch: spec.source_date_epoch,
+        reuse: Some(spec.build_dir.join(ROOTFS_OUTPUT)),
     };
     // The engine reports the data region; 100 is kept for the very end of compile.
     let mut last = 0u8;
@@ -534,12 +529,19 @@ fn stage_rootfs(
         &options,
         &mut on_progress,
     )?;
+    let reuse_record = match &report.record {
+        Some(path) => Some(TempPath::try_from_path(path).map_err(Error::io("take over", path))?),
+        None => None,
+    };
     let file = open_no_follow(&temp).map_err(Error::io("open", &temp))?;
     file.set_permissions(fs::Permissions::from_mode(OUTPUT_MODE))
         .map_err(Error::io("set the mode of", &temp))?;
-    let (sha256, size) = sha256_reader(&file).map_err(Error::io("read", &temp))?;
+    let (sha256, size) = match &report.output_sha256 {
+        Some(hashed) => hashed.clone(),
+        None => sha256_reader(&file).map_err(Error::io("read", &temp))?,
+    };
     file.sync_all().map_err(Error::io("sync", &temp))?;
-    Ok((temp, OutputRecord { sha256, size }, report))
+    Ok((temp, OutputRecord { sha256, size }, reuse_record, report))
 }
 
 #[cfg(test)]

@@ -32,3 +32,32 @@ pub mod spec;
 pub mod squashfs;
 
 pub use error::Error;
+
+/// The first 16 hex digits of the running executable's sha256, read once per process; `None`
+/// when the executable cannot be read.
+pub(crate) fn executable_digest() -> Option<&'static str> {
+    static DIGEST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    DIGEST
+        .get_or_init(|| {
+            let (sha, _) = std::env::current_exe()
+                .and_then(std::fs::File::open)
+                .and_then(safe_fs::sha256_reader)
+                .ok()?;
+            Some(sha[..16].to_string())
+        })
+        .as_deref()
+}
+
+/// The tool identity that goes into compile's digest: the version and a digest of the running
+/// executable, so that neither a new release nor a rebuilt development binary (same version,
+/// changed code) reuses outputs an older build made.
+pub fn tool_identity() -> &'static str {
+    static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOOL.get_or_init(|| {
+        let version = concat!("vxn-blobs ", env!("CARGO_PKG_VERSION"));
+        match executable_digest() {
+            Some(sha) => format!("{version} (executable sha256 {sha})"),
+            None => version.to_string(),
+        }
+    })
+}

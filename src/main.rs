@@ -51,6 +51,11 @@ enum Command {
         /// Worker threads; 0 uses every core.
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        /// A previous output (OUTPUT itself, typically): blocks its record PREVIOUS.vxn-reuse
+        /// knows are copied from it rather than compressed again, and OUTPUT.vxn-reuse is
+        /// written for the next run. The output is the same byte for byte, only faster.
+        #[arg(long, value_name = "PREVIOUS")]
+        reuse: Option<PathBuf>,
     },
     /// Build initramfs.cpio.gz, rootfs.img and the kernel into the spec's build_dir.
     Compile {
@@ -231,6 +236,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             add,
             compression,
             jobs,
+            reuse,
         } => {
             let options = InjectOptions {
                 compression: match compression {
@@ -239,6 +245,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 },
                 jobs,
                 source_date_epoch: spec::source_date_epoch_from_env()?,
+                reuse,
             };
             let report = squashfs::inject(&input, &output, &add, &options, &mut |_, _| {})?;
             say!(

@@ -79,6 +79,21 @@ pub(crate) fn ensure_dir(path: &Path, field: &'static str) -> Result<(), Error> 
 
 /// Opens an output for hashing: must be a regular file, not a symlink to one.
 pub(crate) fn hash_output(path: &Path) -> io::Result<(String, u64)> {
+    sha256_reader(open_regular(path)?)
+}
+
+/// Opens `path` for reading without following a symlink at its last component. `O_NONBLOCK`
+/// because a fifo planted at a path we read would otherwise block the open (and the read)
+/// forever; on a regular file it changes nothing.
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// [`open_no_follow`], for a path that must hold a regular file.
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
     let file = open_no_follow(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
@@ -86,15 +101,7 @@ pub(crate) fn hash_output(path: &Path) -> io::Result<(String, u64)> {
             "not a regular file",
         ));
     }
-    sha256_reader(file)
-}
-
-/// Opens `path` for reading without following a symlink at its last component.
-pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    Ok(file)
 }
 
 /// Streams `reader` through SHA-256; returns the hex digest and the byte count.

@@ -97,6 +97,7 @@ fuzz_target!(|data: &[u8]| {
             compression,
             jobs: 1,
             source_date_epoch: Some(1),
+            reuse: None,
         };
         // The second injection replaces a file; images without /etc/hostname get only the first.
         let mut result = squashfs::inject(&s.input, &s.output, &injections, &opts, &mut |_, _| {});

@@ -36,6 +36,10 @@ pub struct InjectOptions {
     pub jobs: usize,
     /// mtime of injected files and the output's mkfs time; `None` keeps the input's mkfs time.
     pub source_date_epoch: Option<u32>,
+    /// A previous output of the engine: blocks its record (`<it>.vxn-reuse`) knows are copied
+    /// from it instead of being compressed again, and the output gets a record of its own
+    /// ([`record_path`]) for the next run. Only the time changes, never a byte of the output.
+    pub reuse: Option<PathBuf>,
 }
 
 /// What an injection did, for logs and for callers that want to show it.
@@ -47,6 +51,15 @@ pub struct InjectReport {
     pub data_kept_raw: bool,
     pub inode_count: u32,
     pub bytes_written: u64,
+    /// Source blocks transcoded, and how many of them were copied from the previous output.
+    pub blocks_transcoded: u64,
+    pub blocks_reused: u64,
+    /// The record written beside the output (with [`InjectOptions::reuse`], when the data was
+    /// transcoded).
+    pub record: Option<PathBuf>,
+    /// The output's sha256 (hex) and size when the engine hashed it for the record, so that a
+    /// caller need not read it again.
+    pub output_sha256: Option<(String, u64)>,
 }
 
 mod codec;
@@ -56,6 +69,7 @@ mod format;
 mod image;
 mod inode;
 mod metadata;
+mod reuse;
 mod sample;
 mod view;
 mod writer;
@@ -63,6 +77,7 @@ mod xattr;
 
 pub use error::{Corruption, Error};
 pub use inode::Kind;
+pub use reuse::{record_path, RECORD_SUFFIX};
 pub use sample::write_sample_image;
 pub use view::{Entry, LookupError, View, MAX_SYMLINKS};
 
@@ -120,18 +135,112 @@ pub fn inject(
         .iter()
         .filter_map(|inj| img.lookup(&inj.dest).map(|id| (inj.dest.clone(), id)))
         .collect();
-    let written = write_atomically(output, |file, tmp| {
-        let written = writer::write(&mut img, &plan, file, tmp, progress)?;
+    let mut reuse = match &opts.reuse {
+        Some(previous) if !keep_raw => prepare_reuse(&img, &plan, previous),
+        _ => writer::Reuse::default(),
+    };
+    let (written, record) = write_atomically(output, |file, tmp| {
+        let written = writer::write(&mut img, &plan, file, tmp, &mut reuse, progress)?;
         verify(tmp, &img, &injected, &written)?;
-        Ok(written)
+        let record = match reuse.recorder.take() {
+            Some(recorder) => {
+                let read_error = |e| Error::io("read the output image", tmp, e);
+                let file = std::fs::File::open(tmp).map_err(read_error)?;
+                Some(recorder.finish(&file).map_err(read_error)?)
+            }
+            None => None,
+        };
+        Ok((written, record))
     })?;
+    let output_sha256 = record
+        .as_ref()
+        .map(|(_, sha, size)| (crate::safe_fs::hex(sha), *size));
+    let record = match opts.reuse {
+        Some(_) => keep_record(output, record.map(|(bytes, _, _)| bytes))?,
+        None => None,
+    };
+    if let (Some(previous), false) = (&opts.reuse, keep_raw) {
+        log::info!(
+            "copied {} of {} blocks from {}, compressed {}",
+            reuse.copied,
+            reuse.transcoded,
+            previous.display(),
+            reuse.transcoded - reuse.copied
+        );
+    }
     Ok(InjectReport {
         input_compressor,
         output_compressor: plan.codec.name().to_string(),
         data_kept_raw: keep_raw,
         inode_count: img.sb.inode_count,
         bytes_written: written.bytes,
+        blocks_transcoded: reuse.transcoded,
+        blocks_reused: reuse.copied,
+        record,
+        output_sha256,
     })
+}
+
+/// Writes the record of `output` beside it (atomically, after the output), or, when the data
+/// was not transcoded, removes an earlier record there: it would describe another image.
+fn keep_record(output: &Path, record: Option<Vec<u8>>) -> Result<Option<PathBuf>, Error> {
+    let path = record_path(output);
+    let Some(bytes) = record else {
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!("removed {}: this output was not transcoded", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove the stale reuse record", path, e)),
+        }
+        return Ok(None);
+    };
+    write_atomically(&path, |mut file, tmp| {
+        use std::io::Write;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write the reuse record", tmp, e))
+    })?;
+    Ok(Some(path))
+}
+
+/// Opens the previous output for reuse, saying in the log what can be reused and, when nothing
+/// can, why; a record of this output is kept in any case, if the encoder can be identified.
+fn prepare_reuse(img: &Image, plan: &writer::Plan, previous: &Path) -> writer::Reuse {
+    let compress = plan.flags & format::flags::UNCOMPRESSED_DATA == 0;
+    let Some(settings) = reuse::settings(&img.codec, &plan.codec, img.sb.block_size, compress)
+    else {
+        log::warn!(
+            "not reusing {} and keeping no record: the running executable cannot be read to identify the encoder",
+            previous.display()
+        );
+        return writer::Reuse::default();
+    };
+    let opened = if previous.exists() {
+        reuse::Previous::open(previous, &settings)
+    } else {
+        Err("it does not exist yet".into())
+    };
+    let opened = match opened {
+        Ok(p) => {
+            log::info!(
+                "reusing the blocks of {} (its record knows {})",
+                previous.display(),
+                p.blocks()
+            );
+            Some(p)
+        }
+        Err(why) => {
+            log::info!(
+                "compressing every block: not reusing {}: {why}",
+                previous.display()
+            );
+            None
+        }
+    };
+    writer::Reuse {
+        previous: opened,
+        recorder: Some(reuse::Recorder::new(settings)),
+        ..Default::default()
+    }
 }
 
 fn default_jobs() -> usize {
@@ -458,6 +567,71 @@ mod tests {
             .read_stream(&img.codec, "directory table", img.sb.directory_table, end)
             .unwrap();
         (inodes.data, dirs.data)
+    }
+
+    /// A previous output that changes after its record was checked (edited in place during
+    /// the run) is caught block by block: the block is compressed instead, and nothing more is
+    /// copied from that image.
+    #[test]
+    fn a_block_changed_after_the_check_is_compressed_not_copied() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (input, previous) = (dir.path().join("in.sq"), dir.path().join("prev.sq"));
+        write_sample_image(&input, 1).unwrap();
+        let opts = InjectOptions {
+            reuse: Some(previous.clone()),
+            ..Default::default()
+        };
+        let report = inject(&input, &previous, &[], &opts, &mut |_, _| {}).unwrap();
+        assert!(report.blocks_transcoded > 1 && report.record.is_some());
+
+        let img = Image::open(&input).unwrap();
+        let out_codec = codec::Codec::xz_default(img.sb.block_size);
+        let settings = reuse::settings(&img.codec, &out_codec, img.sb.block_size, true).unwrap();
+        let opened = reuse::Previous::open(&previous, &settings).unwrap();
+        // The first block of the data region, whichever key it has.
+        let src = metadata::Source::open(&input).unwrap();
+        let (pos, field) = match &img.nodes[img.lookup("/bin/busybox").unwrap()].inode.body {
+            Body::File {
+                blocks_start,
+                blocks,
+                ..
+            } => (*blocks_start, blocks[0]),
+            _ => unreachable!(),
+        };
+        let raw = src
+            .read_at("data", pos, (field & !format::DATA_UNCOMPRESSED) as usize)
+            .unwrap();
+        let entry = opened
+            .lookup(&reuse::key(field, &raw))
+            .expect("the record knows it");
+        assert!(opened.read(&entry).is_ok());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&previous)
+            .unwrap()
+            .write_all_at(b"changed", entry.pos)
+            .unwrap();
+        assert!(opened
+            .read(&entry)
+            .unwrap_err()
+            .contains("no longer matches"));
+
+        let mut session = writer::Reuse {
+            previous: Some(opened),
+            ..Default::default()
+        };
+        let mut compressed = false;
+        let packed = session.copy(&entry, || {
+            compressed = true;
+            Ok(writer::Packed {
+                bytes: vec![1, 2, 3],
+                field: 3,
+                keys: None,
+            })
+        });
+        assert!(compressed && packed.unwrap().bytes == [1, 2, 3]);
+        assert!(session.previous.is_none() && session.copied == 0);
     }
 
     /// Guards the claim that untouched inodes and directories are re-encoded to the same bytes

@@ -226,7 +226,14 @@ pub fn write_sample_image(output: &Path, mkfs_time: u32) -> Result<(), Error> {
         jobs: 1,
     };
     write_atomically(output, |file, tmp| {
-        writer::write(&mut img, &plan, file, tmp, &mut |_, _| {})?;
+        writer::write(
+            &mut img,
+            &plan,
+            file,
+            tmp,
+            &mut writer::Reuse::default(),
+            &mut |_, _| {},
+        )?;
         Image::open(tmp).map(|_| ())
     })
 }

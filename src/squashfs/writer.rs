@@ -23,6 +23,7 @@ use super::format::{
 use super::image::{Content, Fragment, Image, NodeId};
 use super::inode::{Body, IndexEntry, Kind};
 use super::metadata::{write_table_blocks, Writer};
+use super::reuse;
 
 /// How the output is to be encoded.
 pub struct Plan {
@@ -66,6 +67,7 @@ pub fn write(
     plan: &Plan,
     file: File,
     path: &Path,
+    reuse: &mut Reuse,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Written, Error> {
     let mut out = Out {
@@ -99,7 +101,7 @@ pub fn write(
         copy_raw(img, &mut out, total, progress)?;
         img.fragments.clone()
     } else {
-        transcode(img, plan, &pool, &mut out, new_bytes, progress)?
+        transcode(img, plan, &pool, &mut out, new_bytes, reuse, progress)?
     };
     let done_before_new = out.pos;
     let mut digests = HashMap::new();
@@ -227,12 +229,18 @@ fn extent_len(field: u32) -> u64 {
 /// Decompresses every data block and fragment of the source and compresses it with the output
 /// codec, in parallel batches, writing them in their original order. Rewrites the file inodes
 /// to point at the new blocks and returns the new fragment table.
+///
+/// With `reuse`, a block the previous output's record knows is copied from there instead of
+/// compressed (the bytes are the same, see `reuse.rs`), and every block written is recorded for
+/// the next run. Only the blocks to compress count towards a batch, so that a few changed
+/// blocks among many reused ones still keep every worker busy.
 fn transcode(
     img: &mut Image,
     plan: &Plan,
     pool: &rayon::ThreadPool,
     out: &mut Out,
     new_bytes: u64,
+    reuse: &mut Reuse,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Vec<Fragment>, Error> {
     let mut extents: Vec<Extent> = Vec::new();
@@ -271,40 +279,75 @@ fn transcode(
     }
     let total: u64 = extents.iter().map(|e| extent_len(e.1)).sum::<u64>() + new_bytes;
 
-    let block_size = img.sb.block_size as usize;
-    let compress = plan.flags & flags::UNCOMPRESSED_DATA == 0;
+    let encoder = Encoder {
+        source: &img.codec,
+        output: &plan.codec,
+        compress: plan.flags & flags::UNCOMPRESSED_DATA == 0,
+        block_size: img.sb.block_size as usize,
+        keyed: reuse.recorder.is_some(),
+    };
     // Enough blocks in flight to keep every worker busy, few enough to bound memory.
-    let batch = (plan.jobs * 16).clamp(16, (64 << 20) / block_size);
+    let batch = (plan.jobs * 16).clamp(16, (64 << 20) / encoder.block_size);
     let mut moved: HashMap<u64, Extent> = HashMap::with_capacity(extents.len());
     let mut done = 0u64;
-    for group in extents.chunks(batch) {
-        let mut raws = Vec::with_capacity(group.len());
-        for &(pos, field) in group {
-            raws.push(img.src.read_at("data", pos, extent_len(field) as usize)?);
+    let mut rest = &extents[..];
+    while !rest.is_empty() {
+        // A window of blocks in order, holding the source bytes of at most `batch` to compress.
+        let mut window: Vec<(Extent, Step)> = Vec::new();
+        let mut fresh = 0;
+        while let Some((&(pos, field), tail)) = rest.split_first() {
+            if fresh == batch || window.len() == WINDOW_LIMIT {
+                break;
+            }
+            rest = tail;
+            let raw = img.src.read_at("data", pos, extent_len(field) as usize)?;
+            let known = reuse
+                .previous
+                .as_ref()
+                .and_then(|p| p.lookup(&reuse::key(field, &raw)));
+            let step = match known {
+                Some(entry) => Step::Copy(entry),
+                None => {
+                    fresh += 1;
+                    Step::Compress(raw)
+                }
+            };
+            window.push(((pos, field), step));
         }
-        let codec = &img.codec;
-        let out_codec = &plan.codec;
-        let packed: Vec<Result<(Vec<u8>, u32), String>> = pool.install(|| {
-            group
+        let packed: Vec<Option<Result<Packed, String>>> = pool.install(|| {
+            window
                 .par_iter()
-                .zip(raws.par_iter())
-                .map(|(&(_, field), raw)| {
-                    let plain = if field & DATA_UNCOMPRESSED != 0 {
-                        raw.clone()
-                    } else {
-                        codec.decompress(raw, block_size)?
-                    };
-                    Ok(pack(out_codec, compress, plain))
+                .map(|((_, field), step)| match step {
+                    Step::Compress(raw) => Some(encoder.pack(*field, raw)),
+                    Step::Copy(_) => None,
                 })
                 .collect()
         });
-        for (&(pos, field), result) in group.iter().zip(packed) {
-            let (bytes, new_field) = result.map_err(|why| img.src.corrupt("data", pos, why))?;
-            moved.insert(pos, (out.pos, new_field));
-            out.put(&bytes)?;
+        for (((pos, field), step), result) in window.into_iter().zip(packed) {
+            let block = match (step, result) {
+                (_, Some(result)) => result.map_err(|why| img.src.corrupt("data", pos, why))?,
+                (Step::Copy(entry), None) => reuse.copy(&entry, || {
+                    let raw = img.src.read_at("data", pos, extent_len(field) as usize)?;
+                    encoder
+                        .pack(field, &raw)
+                        .map_err(|why| img.src.corrupt("data", pos, why))
+                })?,
+                (Step::Compress(_), None) => unreachable!("every block to compress is packed"),
+            };
+            reuse.transcoded += 1;
+            moved.insert(pos, (out.pos, block.field));
+            if let (Some(recorder), Some((key, sha256))) = (&mut reuse.recorder, block.keys) {
+                recorder.add(reuse::Entry {
+                    key,
+                    pos: out.pos,
+                    field: block.field,
+                    sha256,
+                });
+            }
+            out.put(&block.bytes)?;
             done += extent_len(field);
+            progress(done, total);
         }
-        progress(done, total);
     }
 
     for node in img
@@ -340,6 +383,94 @@ fn transcode(
             _ => *f,
         })
         .collect())
+}
+
+/// Blocks a transcoding window may hold in all; those to copy cost a few bytes each until they
+/// are written, so this only bounds the bookkeeping.
+const WINDOW_LIMIT: usize = 4096;
+
+/// What happens to one source block.
+enum Step {
+    /// Its output bytes are known from the previous output.
+    Copy(reuse::Entry),
+    /// Its stored bytes, to decompress and compress.
+    Compress(Vec<u8>),
+}
+
+/// An output block: its bytes, size field and, when recording, its key and the sha256 of the
+/// bytes.
+pub(crate) struct Packed {
+    pub bytes: Vec<u8>,
+    pub field: u32,
+    pub keys: Option<([u8; 32], [u8; 32])>,
+}
+
+/// Turns a source block into an output block.
+struct Encoder<'a> {
+    source: &'a Codec,
+    output: &'a Codec,
+    compress: bool,
+    block_size: usize,
+    /// Whether to compute the keys a record needs.
+    keyed: bool,
+}
+
+impl Encoder<'_> {
+    fn pack(&self, field: u32, raw: &[u8]) -> Result<Packed, String> {
+        let plain = if field & DATA_UNCOMPRESSED != 0 {
+            raw.to_vec()
+        } else {
+            self.source.decompress(raw, self.block_size)?
+        };
+        let (bytes, new_field) = pack(self.output, self.compress, plain);
+        let keys = self
+            .keyed
+            .then(|| (reuse::key(field, raw), Sha256::digest(&bytes).into()));
+        Ok(Packed {
+            bytes,
+            field: new_field,
+            keys,
+        })
+    }
+}
+
+/// The previous output to copy blocks from and the record of this one, each when there is one.
+#[derive(Default)]
+pub struct Reuse {
+    pub(crate) previous: Option<reuse::Previous>,
+    pub(crate) recorder: Option<reuse::Recorder>,
+    /// Blocks copied from the previous output, and blocks transcoded in all.
+    pub copied: u64,
+    pub transcoded: u64,
+}
+
+impl Reuse {
+    /// The output block of a source block the previous output's record knows: its recorded
+    /// bytes, or, when they no longer match the record (the image changed during this run),
+    /// what `compress` makes, and nothing more is copied from that image.
+    pub(crate) fn copy(
+        &mut self,
+        entry: &reuse::Entry,
+        compress: impl FnOnce() -> Result<Packed, Error>,
+    ) -> Result<Packed, Error> {
+        let read = self.previous.as_ref().map(|p| p.read(entry));
+        match read {
+            Some(Ok(bytes)) => {
+                self.copied += 1;
+                Ok(Packed {
+                    bytes,
+                    field: entry.field,
+                    keys: Some((entry.key, entry.sha256)),
+                })
+            }
+            Some(Err(why)) => {
+                log::warn!("{why}; compressing the remaining blocks instead of copying them");
+                self.previous = None;
+                compress()
+            }
+            None => compress(),
+        }
+    }
 }
 
 /// Compresses one block if that makes it smaller; returns the bytes and their size field.

@@ -10,7 +10,7 @@ use vxn_blobs::squashfs;
 use crate::util::{mode, names, Arch, Fixture, TestDir, EPOCH};
 
 #[test]
-fn compile_fills_build_dir_with_the_three_parts_and_a_state_file() {
+fn compile_fills_build_dir_with_the_three_parts_a_reuse_record_and_a_state_file() {
     let dir = TestDir::new();
     let fx = Fixture::new(dir.path(), Arch::X86_64);
     let run = fx.compile(&dir);
@@ -22,7 +22,8 @@ fn compile_fills_build_dir_with_the_three_parts_and_a_state_file() {
             ".vxn-blobs.lock",
             "initramfs.cpio.gz",
             "kernel",
-            "rootfs.img"
+            "rootfs.img",
+            "rootfs.img.vxn-reuse"
         ]
     );
     for name in ["initramfs.cpio.gz", "kernel", "rootfs.img"] {

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bounded::{self, Limits, NOBODY};
+use crate::fixtures::mksquashfs;
 use crate::hostile::noise;
 use crate::util::{have_tool, names, sha256, Arch, Fixture, TestDir};
 
@@ -26,7 +27,13 @@ const STATE: &str = ".vxn-blobs-state.json";
 const LOCK: &str = ".vxn-blobs.lock";
 /// Every temporary name the tool creates contains this (the engine's own staging file too).
 const TEMP_MARK: &str = ".vxn-blobs-tmp-";
-const BUILD_OUTPUTS: [&str; 4] = ["initramfs.cpio.gz", "kernel", "rootfs.img", STATE];
+const BUILD_OUTPUTS: [&str; 5] = [
+    "initramfs.cpio.gz",
+    "kernel",
+    "rootfs.img",
+    "rootfs.img.vxn-reuse",
+    STATE,
+];
 
 /// The sha256 of each file in `dir` by name, temporaries and the lock file left out.
 type Snapshot = BTreeMap<String, String>;
@@ -48,13 +55,7 @@ fn slow_rootfs(fx: &Fixture) {
     let tree = fx.root.join("slow-tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("noise"), noise(2 << 20, 0x2545_f491_4f6c_dd1d)).unwrap();
-    let status = Command::new("mksquashfs")
-        .arg(&tree)
-        .arg(fx.input("rootfs"))
-        .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    mksquashfs(&tree, &fx.input("rootfs"), "gzip", "128K", &[]);
 }
 
 /// Makes the next compile produce other bytes: the injected script changes.
@@ -210,6 +211,73 @@ fn compile_killed_at_many_points() {
     }
     fx.deploy(&dir);
     eprintln!("compile kills:\n{}", seen.join("\n"));
+}
+
+/// Kills during a compile that reuses the previous rootfs.img's blocks (after one file of the
+/// rootfs changed), at the same kinds of points: the build_dir must hold the old or the new
+/// set (with a record that describes its rootfs.img, or one that the next run refuses), and
+/// the next compile must write exactly what a cold compile of the new inputs writes.
+#[test]
+fn an_incremental_compile_killed_at_many_points() {
+    if !have_tool("mksquashfs") {
+        return;
+    }
+    let dir = TestDir::new();
+    let mut fx = Fixture::new(dir.path(), Arch::X86_64);
+    let tree = fx.root.join("kill-tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("kept"), noise(1 << 20, 0x9e37_79b9_7f4a_7c15)).unwrap();
+    fs::write(tree.join("small.conf"), b"version = old\n").unwrap();
+    let image = |to: &Path| mksquashfs(&tree, to, "gzip", "128K", &[]);
+    let (old_img, new_img) = (fx.root.join("old.sq"), fx.root.join("new.sq"));
+    image(&old_img);
+    fs::write(tree.join("changed"), noise(1 << 20, 0x2545_f491_4f6c_dd1d)).unwrap();
+    fs::write(tree.join("small.conf"), b"version = new\n").unwrap();
+    image(&new_img);
+    let rootfs = fx.input("rootfs");
+    let use_image = |img: &Path| {
+        fs::copy(img, &rootfs).unwrap();
+    };
+
+    // The reference: a cold compile of the new inputs in a build_dir of its own.
+    use_image(&new_img);
+    fs::create_dir(fx.root.join("cold")).unwrap();
+    fx.set("build_dir", "cold".into());
+    fx.compile(&dir);
+    let cold = snapshot(&fx.root.join("cold"));
+    fx.set("build_dir", "build".into());
+
+    let build = fx.build_dir();
+    use_image(&old_img);
+    fx.compile(&dir);
+    let old = snapshot(&build);
+    use_image(&new_img);
+    let started = Instant::now();
+    fx.compile(&dir);
+    let full = started.elapsed();
+    let new = snapshot(&build);
+    for name in ["rootfs.img", "rootfs.img.vxn-reuse"] {
+        assert_eq!(
+            new[name], cold[name],
+            "{name} differs from the cold compile's"
+        );
+    }
+
+    let mut seen = Vec::new();
+    for point in kill_points(full, 8, &[(FSYNC, 10), (RENAME, 8), (UNLINK, 3)]) {
+        use_image(&old_img);
+        fx.compile(&dir);
+        assert_eq!(snapshot(&build), old);
+        use_image(&new_img);
+        let killed = kill_at(&dir, &["compile", "--spec", &fx.spec_arg()], &point);
+        let kinds = check_after_kill(&build, &old, &new, true);
+        seen.push(format!("{point:?} killed={killed}: {kinds}"));
+        fx.compile(&dir);
+        assert_eq!(snapshot(&build), new, "after {point:?}");
+        assert_no_temporaries(&build);
+    }
+    fx.deploy(&dir);
+    eprintln!("incremental compile kills:\n{}", seen.join("\n"));
 }
 
 #[test]

@@ -110,7 +110,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Text-like bytes that compress well but not to nothing.
-fn text(len: usize, tag: &str) -> Vec<u8> {
+pub fn text(len: usize, tag: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 64);
     let mut i = 0u64;
     while out.len() < len {

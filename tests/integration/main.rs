@@ -11,5 +11,6 @@ mod engine;
 mod faults;
 mod fixtures;
 mod hostile;
+mod reuse;
 mod spec;
 mod util;
