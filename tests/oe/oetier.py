@@ -21,6 +21,7 @@ meta-virtualization, one for the host's pseudo.
 
 import dataclasses
 import glob
+import itertools
 import os
 import pwd
 import re
@@ -214,6 +215,8 @@ class Tier:
         self.checkout = os.path.join(self.work, "vxn-blobs")
         self.rust_bin = None
         self.prepared = False
+        # yocto-check-layer runs started in the background, by series name.
+        self.check_layer_runs = {}
 
     def series_named(self, name):
         for s in self.series:
@@ -236,6 +239,8 @@ class Tier:
                 shutil.rmtree(os.path.join(self.work, name))
             elif name == "rebuild-table.jsonl":
                 os.unlink(os.path.join(self.work, name))
+            elif name == "logs":
+                shutil.rmtree(os.path.join(self.work, name))
         self._copy_checkout()
         self._find_rust()
         self._place_crates()
@@ -348,15 +353,33 @@ class Tier:
             "LANG": "en_US.UTF-8",
             "SHELL": "/bin/sh",
             "TERM": "dumb",
+            # OE-core computes COMBINED_FEATURES with a set, so its order, and with it the
+            # configuration's hash that keys BitBake's parse cache, follows Python's hash seed:
+            # with a random seed a command can miss the cache the previous one wrote (minutes
+            # of parsing, seen on master). A fixed seed keeps the order.
+            "PYTHONHASHSEED": "0",
         }
 
-    def run_as_user(self, argv, cwd=None, timeout=None):
+    def _as_user(self, argv):
         env = self.user_env()
         if self.as_root:
-            argv = ["runuser", "-u", self.user, "--", "env", "-i"] + ["%s=%s" % kv for kv in env.items()] + list(argv)
-            env = None
+            return ["runuser", "-u", self.user, "--", "env", "-i"] + ["%s=%s" % kv for kv in env.items()] + list(argv), None
+        return list(argv), env
+
+    def run_as_user(self, argv, cwd=None, timeout=None):
+        argv, env = self._as_user(argv)
         return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
+    def start_as_user(self, argv, output):
+        """argv started as the build user, its stdout and stderr going to the file `output`
+        (a file, not a pipe: nobody reads a pipe while a background build runs)."""
+        argv, env = self._as_user(argv)
+        with open(output, "w") as out:
+            return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+# Numbers the logs of BitBake commands (work/logs/<topdir>-N.log), kept for a look afterwards.
+_RUNS = itertools.count(1)
 
 # A terminal's control sequences, removed from what knotty prints on a pty.
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-B]|[=>])")
@@ -372,12 +395,15 @@ class BuildDir:
     recipe the build did need would fail it ("Nothing PROVIDES"), not pass it by accident. The
     full parse is tested on its own (test_parse.py)."""
 
-    def __init__(self, tier, series, name, layers, mask=False):
+    def __init__(self, tier, series, name, layers, mask=False, sstate=None):
         self.tier = tier
         self.series = series
         self.topdir = os.path.join(tier.work, name)
         self.layers = [os.path.join(series.oe_core, "meta")] + list(layers)
         self.mask = mask
+        # Its own SSTATE_DIR (and with it the hash equivalence database) when it runs beside
+        # another build of the same series.
+        self.sstate = os.path.join(tier.work, sstate or "sstate-" + series.name)
         os.makedirs(os.path.join(self.topdir, "conf"), exist_ok=True)
         self.write_conf()
 
@@ -406,7 +432,7 @@ class BuildDir:
                     'BB_NUMBER_THREADS ?= "2"\n'
                     'PARALLEL_MAKE ?= "-j 2"\n'
                     'CONF_VERSION = "2"\n'
-                    '%s%s\n' % (self.tier.downloads, os.path.join(self.tier.work, "sstate-" + self.series.name),
+                    '%s%s\n' % (self.tier.downloads, self.sstate,
                                  ASSUME_PROVIDED, HOSTTOOLS, PACKAGE_CLASSES, mask, extra))
         self.tier._give_to_user(self.topdir)
 
@@ -415,21 +441,88 @@ class BuildDir:
         user would after sourcing oe-init-build-env; returns its Result, failing the test on a
         non-zero exit when `check`. `tty` runs it on a pseudo-terminal, where knotty draws its
         interactive display (progress bars)."""
+        return self.start(*args, tool=tool, tty=tty).wait(check=check, timeout=timeout)
+
+    def start(self, *args, tool="bitbake", tty=False):
+        """The same command started in the background: wait() on what this returns."""
         s = self.series
         command = " ".join([tool] + [shlex.quote(a) for a in args])
         if tty:
             command = "TERM=xterm script -qec %s /dev/null" % shlex.quote("stty cols 200 rows 50; " + command)
-        script = "cd %s && BITBAKEDIR=%s . ./oe-init-build-env %s >/dev/null && %s 2>&1" % (
+        script = ("cd %s && BITBAKEDIR=%s . ./oe-init-build-env %s >/dev/null && "
+                  'export BB_ENV_PASSTHROUGH_ADDITIONS="$BB_ENV_PASSTHROUGH_ADDITIONS PYTHONHASHSEED" && %s 2>&1') % (
             shlex.quote(s.oe_core), shlex.quote(s.bitbake), shlex.quote(self.topdir), command)
-        t0 = time.time()
-        proc = self.tier.run_as_user(["bash", "-c", script], timeout=timeout)
-        output = ANSI.sub("", (proc.stdout + proc.stderr).replace("\r\n", "\n"))
-        result = Result(command, proc.returncode, output, time.time() - t0)
-        log("%s: %s -> exit %d in %.0f s" % (s.name, command, result.returncode, result.seconds))
-        if check and result.returncode != 0:
-            pytest.fail("%s failed (exit %d) in %s:\n%s" % (command, result.returncode, self.topdir,
-                                                          "\n".join(result.output.splitlines()[-60:])))
-        return result
+        output = os.path.join(self.tier.work, "logs", "%s-%d.log" % (os.path.basename(self.topdir), next(_RUNS)))
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        return Running(self, command, self.tier.start_as_user(["bash", "-c", script], output), output)
 
     def path(self, *parts):
         return os.path.join(self.topdir, *parts)
+
+
+class Running:
+    """A BitBake command started by BuildDir.start."""
+
+    def __init__(self, bd, command, proc, output):
+        self.bd = bd
+        self.command = command
+        self.proc = proc
+        self.output = output
+        self.t0 = time.time()
+        self.result = None
+
+    def wait(self, check=True, timeout=3600):
+        if self.result is None:
+            try:
+                self.proc.wait(timeout=max(1, timeout - (time.time() - self.t0)))
+                killed = ""
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                killed = "\n(killed after %d s)" % timeout
+            with open(self.output, encoding="utf-8", errors="replace") as f:
+                out = f.read() + killed
+            output = ANSI.sub("", out.replace("\r\n", "\n"))
+            self.result = Result(self.command, self.proc.returncode, output, time.time() - self.t0)
+            log("%s: %s -> exit %d in %.0f s" % (self.bd.series.name, self.command,
+                                                   self.result.returncode, self.result.seconds))
+        r = self.result
+        if check and r.returncode != 0:
+            pytest.fail("%s failed (exit %d) in %s:\n%s" % (r.command, r.returncode, self.bd.topdir,
+                                                          "\n".join(r.output.splitlines()[-60:])))
+        return r
+
+    def path(self, *parts):
+        return os.path.join(self.topdir, *parts)
+
+
+def check_dir(tier, series, with_vxn):
+    """check-<series>: OE-core's meta (and meta-vxn with the very line yocto-check-layer's
+    add_layers appends, so that BitBake's parse cache of its run with the layer serves the parse
+    test too), VXN_SCRIPTS_DIR at the stand-in's scripts so that the recipes are parsed, not
+    skipped, and the documented DISTRO_FEATURES. Its own SSTATE_DIR: it runs beside the builds."""
+    scripts = os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin",
+                           "recipes-containers", "vcontainer", "files")
+    bd = BuildDir(tier, series, "check-" + series.name, [], sstate="sstate-check-" + series.name)
+    bd.write_conf('DISTRO_FEATURES:append = " virtualization vcontainer vxn"\n'
+                  'VXN_SCRIPTS_DIR = "%s"\n' % scripts)
+    if with_vxn:
+        with open(bd.path("conf", "bblayers.conf"), "a") as f:
+            f.write('\nBBLAYERS += "%s"\n' % os.path.join(tier.checkout, "meta-vxn"))
+    return bd
+
+
+# yocto-check-layer on these: every test on the first, all but the software layer signature
+# check on the others (see test_parse.py).
+CHECK_LAYER = ["wrynose", "scarthgap"]
+
+
+def start_check_layer(tier, series):
+    """yocto-check-layer on meta-vxn, started in the background from a bblayers.conf without it
+    (as it requires)."""
+    bd = check_dir(tier, series, with_vxn=False)
+    args = [os.path.join(tier.checkout, "meta-vxn")]
+    if series.name != CHECK_LAYER[0]:
+        args.append("--without-software-layer-signature-check")
+    return bd.start(*args, tool="yocto-check-layer")
+

@@ -196,6 +196,10 @@ def test_a_rootfs_image_change_reruns_compile(tier, bd):
     assert r.index("vdkr-rootfs-image", "do_image", mc=MC) < r.index(RECIPE, "do_compile")
     assert vxn_tasks(r) == ["do_compile", "do_deploy"]
     assert b"release 2" in cat(os.path.join(deployed(bd), "rootfs.img"), "/etc/vruntime-release")
+    # ${B} survives between builds, so compile reused the previous rootfs.img's xz blocks for
+    # what did not change (the image's big payload).
+    m = re.search(r"copied (\d+) of (\d+) blocks from", task_log(bd, "do_compile"))
+    assert m and int(m.group(1)) > 0, "no block reuse in log.do_compile"
 
 
 def test_a_vxn_inject_change_reruns_compile(tier, bd):
