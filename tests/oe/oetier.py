@@ -29,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 
 import pytest
@@ -470,20 +471,28 @@ class Running:
         self.output = output
         self.t0 = time.time()
         self.result = None
+        # The time it took, not the time until somebody asked: a background command (the
+        # check-layer runs) is often collected long after it ended.
+        self.t_end = None
+        self._watch = threading.Thread(target=self._ended, daemon=True)
+        self._watch.start()
+
+    def _ended(self):
+        self.proc.wait()
+        self.t_end = time.time()
 
     def wait(self, check=True, timeout=3600):
         if self.result is None:
-            try:
-                self.proc.wait(timeout=max(1, timeout - (time.time() - self.t0)))
-                killed = ""
-            except subprocess.TimeoutExpired:
+            self._watch.join(timeout=max(1, timeout - (time.time() - self.t0)))
+            killed = ""
+            if self._watch.is_alive():
                 self.proc.kill()
-                self.proc.wait()
+                self._watch.join()
                 killed = "\n(killed after %d s)" % timeout
             with open(self.output, encoding="utf-8", errors="replace") as f:
                 out = f.read() + killed
             output = ANSI.sub("", out.replace("\r\n", "\n"))
-            self.result = Result(self.command, self.proc.returncode, output, time.time() - self.t0)
+            self.result = Result(self.command, self.proc.returncode, output, self.t_end - self.t0)
             log("%s: %s -> exit %d in %.0f s" % (self.bd.series.name, self.command,
                                                    self.result.returncode, self.result.seconds))
         r = self.result
