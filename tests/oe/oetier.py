@@ -354,10 +354,10 @@ class Tier:
             "LANG": "en_US.UTF-8",
             "SHELL": "/bin/sh",
             "TERM": "dumb",
-            # OE-core computes COMBINED_FEATURES with a set, so its order, and with it the
-            # configuration's hash that keys BitBake's parse cache, follows Python's hash seed:
-            # with a random seed a command can miss the cache the previous one wrote (minutes
-            # of parsing, seen on master). A fixed seed keeps the order.
+            # OE-core joins sets into values at parse time (oe.utils.set_intersect for
+            # COMBINED_FEATURES), whose order follows Python's hash seed; a fixed seed keeps two
+            # commands in one TOPDIR from disagreeing on such a value. (The full reparse seen on
+            # master after the first command has another cause: docs/integration.md, Figures.)
             "PYTHONHASHSEED": "0",
         }
 
@@ -500,9 +500,6 @@ class Running:
             pytest.fail("%s failed (exit %d) in %s:\n%s" % (r.command, r.returncode, self.bd.topdir,
                                                           "\n".join(r.output.splitlines()[-60:])))
         return r
-
-    def path(self, *parts):
-        return os.path.join(self.topdir, *parts)
 
 
 def check_dir(tier, series, with_vxn):
