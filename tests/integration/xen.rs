@@ -159,7 +159,8 @@ fn meta_virtualization(test: &str) -> Option<PathBuf> {
 }
 
 /// The QEMU command that boots Xen with the Dom0 kernel and `initrd` (Xen's command line and
-/// the machine: /work/shared/notes/boot.md).
+/// the machine: /work/shared/notes/boot.md). 2 GB: Xen, a 512 MB Dom0 and the two 512 MB DomUs
+/// (the backend's `memory`) that the Dom0 runs at a time.
 fn qemu(arch: Arch, kit: &Kit, initrd: &Path) -> Command {
     let file = |name: &str| kit.file(name).display().to_string();
     let dom0_cmdline = "console=hvc0 loglevel=4";
@@ -173,7 +174,7 @@ fn qemu(arch: Arch, kit: &Kit, initrd: &Path) -> Command {
                 .args(["-cpu", "qemu64", "-kernel", &file("xen")])
                 .args([
                     "-append",
-                    "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1",
+                    "console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=1",
                     "-initrd",
                     &format!("{} {dom0_cmdline},{}", file("kernel"), initrd.display()),
                 ]);
@@ -187,7 +188,7 @@ fn qemu(arch: Arch, kit: &Kit, initrd: &Path) -> Command {
                 .args(["-cpu", "cortex-a57", "-kernel", &file("xen")])
                 .args([
                     "-append",
-                    "console=dtuart dom0_mem=1024M dom0_max_vcpus=1",
+                    "console=dtuart dom0_mem=512M dom0_max_vcpus=1",
                     "-device",
                     &format!(
                         "guest-loader,addr=0x49000000,kernel={},bootargs={dom0_cmdline}",
