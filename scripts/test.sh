@@ -8,10 +8,12 @@
 #
 # Tiers: rust (cargo build + unit and integration tests), python (pytest: spec schema, crate list,
 # MSRV, the bb-library harness of meta-vxn), boot (deployed blobs boot a Debian kernel under QEMU,
-# x86_64 and aarch64: tests/integration/boot.rs), oe (the real bitbake with OE-core, tests/oe/).
+# x86_64 and aarch64: tests/integration/boot.rs), xen (deployed and installed blobs boot under Xen
+# with `xl create` as meta-virtualization's backend runs it: tests/integration/xen.rs), oe (the
+# real bitbake with OE-core, tests/oe/).
 #
 # Under CI=true every external oracle (squashfs-tools, squashfs-tools-ng, the bb library, the
-# OE-core snapshots, QEMU) is required: a test that cannot find one fails instead of skipping.
+# OE-core and meta-virtualization snapshots, QEMU) is required: a test that cannot find one fails instead of skipping.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -23,7 +25,9 @@ APT_PACKAGES="$APT_PACKAGES chrpath diffstat gawk locales file lz4 zstd xz-utils
 # The boot tier's QEMU, and the tools its kit is made with (the kernel itself is downloaded, never
 # installed: tests/boot/make-kit).
 APT_PACKAGES="$APT_PACKAGES qemu-system-x86 qemu-system-arm busybox-static kmod"
-TIERS=${VXN_TIERS:-"rust python boot oe"}
+# The xen tier's kit also reads ELF headers (readelf) to gather the Dom0's libraries.
+APT_PACKAGES="$APT_PACKAGES binutils"
+TIERS=${VXN_TIERS:-"rust python boot xen oe"}
 
 start=$(date +%s)
 tier_times=""
@@ -83,6 +87,15 @@ boot_tier() {
     cargo test --release --locked --test integration boot:: -- --ignored --test-threads=1 --nocapture
 }
 
+# Xen 4.17 under QEMU boots a Dom0 once per architecture, which runs `xl create` for each blob
+# set with the config meta-virtualization's vrunner-backend-xen.sh writes. Xen and its tools are
+# downloaded into the boot tier's cache (tests/xen/make-kit), never installed. meta-virtualization
+# comes from $VXN_META_VIRT (a checkout) or the snapshot in $VXN_OE_SNAPSHOTS; without either it
+# says how and skips (fails under CI=true).
+xen_tier() {
+    cargo test --release --locked --test integration xen:: -- --ignored --test-threads=1 --nocapture
+}
+
 # The real bitbake with OE-core's classes (tests/oe/run): from $VXN_OE_SNAPSHOTS (.ci/run points
 # it at ../shared/oe) or $VXN_OE_CORE/$VXN_BITBAKE; without either it says how and skips.
 oe_tier() {
@@ -97,8 +110,9 @@ for t in $TIERS; do
         rust) tier rust rust_tier ;;
         python) tier python python_tier ;;
         boot) tier boot boot_tier ;;
+        xen) tier xen xen_tier ;;
         oe) tier oe oe_tier ;;
-        *) echo "test.sh: unknown tier '$t' (known: rust python boot oe)" >&2; exit 2 ;;
+        *) echo "test.sh: unknown tier '$t' (known: rust python boot xen oe)" >&2; exit 2 ;;
     esac
 done
 echo "test.sh: all tiers passed in $(( $(date +%s) - start ))s:$tier_times"

@@ -15,10 +15,11 @@
 //! tests are ignored in a plain `cargo test`; the boot tier of scripts/test.sh runs them with
 //! `--ignored`, one at a time, and each prints its boot time.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -34,23 +35,24 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// The injected init: it proves it runs as PID 1 on the overlay root and uses a function of
 /// the file it sources. The console lines the test looks for hold values the shell computes,
 /// so they appear only if the script really ran.
-const VXN_INIT: &str = "#!/bin/sh\n\
+pub(crate) const VXN_INIT: &str = "#!/bin/sh\n\
 # vxn-blobs boot test: stands in for meta-virtualization's vxn-init.sh\n\
 . /vcontainer-init-common.sh\n\
 root=$(awk '$2 == \"/\" { type = $3 } END { print type }' /proc/mounts)\n\
 echo \"vxn-init: running as pid $$ with / on $root\"\n\
-echo \"vxn-init: $(vcontainer_marker)\"\n";
+echo \"vxn-init: $(vcontainer_marker)\"\n\
+echo \"vxn-init: hypervisor type $(cat /sys/hypervisor/type 2>/dev/null || echo none)\"\n";
 const COMMON_INIT: &str = "# vxn-blobs boot test: stands in for vcontainer-init-common.sh\n\
 vcontainer_marker() { echo \"vcontainer-init-common.sh sourced, 6*7=$((6 * 7))\"; }\n";
 /// What the console shows when the set booted into /vxn-init.sh and it sourced the common file.
-const BOOTED: [&str; 2] = [
+pub(crate) const BOOTED: [&str; 2] = [
     "vxn-init: running as pid 1 with / on overlay",
     "vxn-init: vcontainer-init-common.sh sourced, 6*7=42",
 ];
 
 /// One blob set to boot.
-struct Case {
-    name: &'static str,
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
     compression: &'static str,
     /// The init script injected as /vxn-init.sh, and its mode.
     init: &'static str,
@@ -58,12 +60,16 @@ struct Case {
     /// Whether /vcontainer-init-common.sh is injected too.
     common: bool,
     /// The finding codes check must give (none: the set boots).
-    findings: &'static [&'static str],
-    /// What the console must show instead of [`BOOTED`] when there are findings.
-    console: &'static [&'static str],
+    pub(crate) findings: &'static [&'static str],
+    /// What the console must show instead of [`BOOTED`] when there are findings, from the
+    /// switched root: the same whichever preinit ran.
+    pub(crate) console: &'static [&'static str],
+    /// What tests/boot/preinit says about the case (meta-virtualization's preinit, under Xen,
+    /// says less).
+    preinit: &'static [&'static str],
 }
 
-const XZ: Case = Case {
+pub(crate) const XZ: Case = Case {
     name: "xz",
     compression: "xz",
     init: VXN_INIT,
@@ -71,6 +77,7 @@ const XZ: Case = Case {
     common: true,
     findings: &[],
     console: &[],
+    preinit: &[],
 };
 
 const KEEP: Case = Case {
@@ -79,53 +86,49 @@ const KEEP: Case = Case {
     ..XZ
 };
 
-const INIT_0644: Case = Case {
+pub(crate) const INIT_0644: Case = Case {
     name: "init mode 0644",
     mode: "0644",
     findings: &["init-not-executable"],
-    console: &[
-        "preinit: /vxn-init.sh is not executable, falling back to /sbin/init",
-        "boot-kit: /sbin/init of the rootfs ran as pid 1 (not vcontainer.init)",
-    ],
+    console: &["boot-kit: /sbin/init of the rootfs ran as pid 1 (not vcontainer.init)"],
+    preinit: &["preinit: /vxn-init.sh is not executable, falling back to /sbin/init"],
     ..XZ
 };
 
-const NO_BASH: Case = Case {
+pub(crate) const NO_BASH: Case = Case {
     name: "interpreter missing",
     init: "#!/bin/bash\n. /vcontainer-init-common.sh\necho \"vxn-init: bash $BASH_VERSION\"\n",
     findings: &["interpreter-missing"],
-    console: &[
-        "preinit: switch_root into /vxn-init.sh",
-        "switch_root: can't execute '/vxn-init.sh': No such file or directory",
-    ],
+    console: &["switch_root: can't execute '/vxn-init.sh': No such file or directory"],
+    preinit: &["preinit: switch_root into /vxn-init.sh"],
     ..XZ
 };
 
-const CRLF: Case = Case {
+pub(crate) const CRLF: Case = Case {
     name: "CRLF #! line",
     init:
         "#!/bin/sh\r\n. /vcontainer-init-common.sh\r\necho \"vxn-init: $(vcontainer_marker)\"\r\n",
     findings: &["shebang-cr"],
-    console: NO_BASH.console,
-    ..XZ
+    ..NO_BASH
 };
 
-const NO_COMMON: Case = Case {
+pub(crate) const NO_COMMON: Case = Case {
     name: "sourced file missing",
     common: false,
     findings: &["source-missing"],
     console: &[
-        "preinit: switch_root into /vxn-init.sh",
         "/vxn-init.sh: .: line 3: can't open '/vcontainer-init-common.sh': No such file or directory",
     ],
+    preinit: &["preinit: switch_root into /vxn-init.sh"],
     ..XZ
 };
 
-/// A kit made by tests/boot/make-kit, once per architecture and test process.
-struct Kit {
+/// A kit made by a make-kit script (tests/boot/, tests/xen/), once per architecture and test
+/// process.
+pub(crate) struct Kit {
     dir: PathBuf,
     /// KERNEL_PACKAGE and the rest of kit.env, for the log.
-    about: String,
+    pub(crate) about: String,
     /// Keeps other test processes from rebuilding the kit under this one.
     _lock: File,
 }
@@ -138,28 +141,36 @@ impl Kit {
             Arch::X86_64 => &X86_64,
             Arch::Aarch64 => &AARCH64,
         };
-        cell.get_or_init(|| Kit::make(arch))
+        cell.get_or_init(|| Kit::make("boot", arch, &[]))
     }
 
-    fn make(arch: Arch) -> Kit {
+    /// Runs `tests/<tier>/make-kit ARCH ARGS... DIR CACHE` into a fresh DIR under the target
+    /// directory. The downloads are cached in $VXN_BOOT_CACHE (default target/boot-kit), which
+    /// the tiers share.
+    pub(crate) fn make(tier: &str, arch: Arch, args: &[&OsStr]) -> Kit {
         let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let cache = std::env::var_os("VXN_BOOT_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| target.parent().unwrap_or(target).join("boot-kit"));
         fs::create_dir_all(&cache).unwrap();
-        let dir = target.join(format!("boot-kit-{}", arch.target_arch()));
-        let lock = File::create(target.join(format!("boot-kit-{}.lock", arch.target_arch())))
-            .expect("create the kit's lock file");
+        let name = format!("{tier}-kit-{}", arch.target_arch());
+        let dir = target.join(&name);
+        let lock =
+            File::create(target.join(format!("{name}.lock"))).expect("create the kit's lock file");
         // SAFETY: flock on a descriptor we own; it is released when the process ends.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
         if dir.exists() {
             fs::remove_dir_all(&dir).unwrap();
         }
         let started = Instant::now();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot/make-kit");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(tier)
+            .join("make-kit");
         run_ok(
             Command::new(script)
                 .arg(arch.target_arch())
+                .args(args)
                 .arg(&dir)
                 .arg(&cache),
         );
@@ -169,7 +180,7 @@ impl Kit {
             .collect::<Vec<_>>()
             .join(" ");
         eprintln!(
-            "boot kit for {} made in {:.1} s: {about}",
+            "{tier} kit for {} made in {:.1} s: {about}",
             arch.target_arch(),
             started.elapsed().as_secs_f64()
         );
@@ -180,7 +191,7 @@ impl Kit {
         }
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
@@ -222,11 +233,14 @@ fn qemu(arch: Arch, blobs: &Path) -> Command {
     command
 }
 
-/// Boots and returns the console (without CRs) and how long the boot took. With `panic=-1` and
-/// `-no-reboot`, QEMU exits when the init exits or the preinit reboots.
-fn boot(arch: Arch, blobs: &Path, log: &Path) -> (String, Duration) {
+/// Runs a QEMU `command` with its console in `log`, killing it after `timeout`. Returns how it
+/// ended (None: killed), the console without CRs, and how long it ran.
+pub(crate) fn run_qemu(
+    mut command: Command,
+    log: &Path,
+    timeout: Duration,
+) -> (Option<ExitStatus>, String, Duration) {
     let console = File::create(log).unwrap();
-    let mut command = qemu(arch, blobs);
     command
         .stdin(Stdio::null())
         .stdout(console.try_clone().unwrap())
@@ -237,45 +251,67 @@ fn boot(arch: Arch, blobs: &Path, log: &Path) -> (String, Duration) {
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            break Some(status);
         }
-        if started.elapsed() > BOOT_TIMEOUT {
+        if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            let text = fs::read_to_string(log).unwrap_or_default();
-            panic!("the boot did not end within {BOOT_TIMEOUT:?}; console:\n{text}");
+            break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&fs::read(log).unwrap()).replace('\r', "");
-    assert!(
-        status.success(),
-        "{command:?} failed ({status}); console:\n{text}"
-    );
+    (status, text, took)
+}
+
+/// Boots and returns the console and how long the boot took. With `panic=-1` and
+/// `-no-reboot`, QEMU exits when the init exits or the preinit reboots.
+fn boot(arch: Arch, blobs: &Path, log: &Path) -> (String, Duration) {
+    let (status, text, took) = run_qemu(qemu(arch, blobs), log, BOOT_TIMEOUT);
+    match status {
+        None => panic!("the boot did not end within {BOOT_TIMEOUT:?}; console:\n{text}"),
+        Some(status) => assert!(status.success(), "QEMU failed ({status}); console:\n{text}"),
+    }
     (text, took)
 }
 
-/// Compiles and deploys `case` with the kit, checks the deployed set and boots it.
-fn boot_case(arch: Arch, case: &Case) {
-    let qemu_binary = qemu(arch, Path::new("")).get_program().to_owned();
-    let tools = [
-        qemu_binary.to_str().unwrap(),
+/// The host tools a kit is made with, and `qemu`.
+pub(crate) fn kit_tools(qemu: &str) -> Vec<&str> {
+    vec![
+        qemu,
         "apt-get",
         "dpkg-deb",
         "depmod",
         "cpio",
         "mksquashfs",
         "busybox",
-    ];
-    if !can_run(
-        &format!("boot {} {}", arch.target_arch(), case.name),
-        &tools,
-    ) {
-        return;
-    }
-    let kit = Kit::get(arch);
-    let dir = TestDir::new();
+    ]
+}
+
+/// The finding codes of `check --json DIR`, asserting its exit code agrees.
+pub(crate) fn check_codes(dir: &TestDir, blobs: &Path) -> Vec<String> {
+    let check = dir.run(&["check", &blobs.display().to_string(), "--json"]);
+    let report: Value = serde_json::from_str(&check.stdout).expect("check --json");
+    let codes: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        check.code,
+        Some(if codes.is_empty() { 0 } else { 1 }),
+        "check of {}: {report:#}",
+        blobs.display()
+    );
+    codes
+}
+
+/// Compiles and deploys `case` with the kit's kernel, initramfs and rootfs in `dir`, and checks
+/// the deployed set: deploy warns and check finds exactly the case's findings. Returns the
+/// fixture (the set is in `fixture.deployed()`).
+pub(crate) fn deploy_case(arch: Arch, case: &Case, kit: &Kit, dir: &TestDir) -> Fixture {
     let mut fx = Fixture::new(dir.path(), arch);
     for (key, name) in [
         ("kernel", "kernel"),
@@ -292,31 +328,30 @@ fn boot_case(arch: Arch, case: &Case) {
     }
     fx.spec["compression"] = json!(case.compression);
     fx.set("kernel_required", json!(true));
-    fx.compile(&dir);
-    let deployed = fx.deploy(&dir);
+    fx.compile(dir);
+    let deployed = fx.deploy(dir);
     assert_eq!(
         deployed.stderr.contains("vxn-blobs: warning: check: "),
         !case.findings.is_empty(),
         "deploy's check: {deployed:#?}"
     );
+    assert_eq!(check_codes(dir, &fx.deployed()), case.findings);
+    fx
+}
 
-    let blobs = fx.deployed();
-    let check = dir.run(&["check", &blobs.display().to_string(), "--json"]);
-    let report: Value = serde_json::from_str(&check.stdout).expect("check --json");
-    let codes: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        codes,
-        case.findings,
-        "check of {}: {report:#}",
-        blobs.display()
-    );
-    assert_eq!(check.code, Some(if codes.is_empty() { 0 } else { 1 }));
-
+/// Compiles and deploys `case` with the kit, checks the deployed set and boots it.
+fn boot_case(arch: Arch, case: &Case) {
+    let qemu_binary = qemu(arch, Path::new("")).get_program().to_owned();
+    if !can_run(
+        &format!("boot {} {}", arch.target_arch(), case.name),
+        &kit_tools(qemu_binary.to_str().unwrap()),
+    ) {
+        return;
+    }
+    let kit = Kit::get(arch);
+    let dir = TestDir::new();
+    let blobs = deploy_case(arch, case, kit, &dir).deployed();
+    let codes = case.findings;
     let (console, took) = boot(arch, &blobs, &dir.path().join("console.log"));
     let booted = BOOTED
         .iter()
@@ -341,7 +376,7 @@ fn boot_case(arch: Arch, case: &Case) {
     // The two agree: the set boots exactly when check finds nothing, and a broken set fails
     // the way the finding says.
     assert_eq!(booted, codes.is_empty(), "console:\n{console}");
-    for line in case.console {
+    for line in case.preinit.iter().chain(case.console) {
         assert!(
             console.lines().any(|l| l == *line),
             "{line:?} missing from the console:\n{console}"

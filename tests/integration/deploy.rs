@@ -275,7 +275,7 @@ fn deploy_hardlinks_from_build_dir() {
 }
 
 /// Runs install into `destdir` and returns the run (not asserted).
-fn install(dir: &TestDir, fx: &Fixture, destdir: &std::path::Path) -> util::Run {
+pub(crate) fn install(dir: &TestDir, fx: &Fixture, destdir: &std::path::Path) -> util::Run {
     dir.run(&[
         "install",
         "--spec",

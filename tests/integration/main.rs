@@ -14,3 +14,4 @@ mod hostile;
 mod reuse;
 mod spec;
 mod util;
+mod xen;

@@ -1,0 +1,472 @@
+//! The Xen tier: deployed and installed blob sets boot as meta-virtualization's vxn backend boots
+//! them, with `xl create` on a Xen 4.17 Dom0 under QEMU, and `vxn-blobs check`'s findings are
+//! what stops a DomU there too.
+//!
+//! tests/xen/make-kit makes the kit from Debian's packages (apt-get download, dpkg-deb, never
+//! installed): Xen, a kernel that serves as Dom0 and DomU kernel, a busybox Dom0 initramfs with
+//! the xl toolstack, and the DomU's inputs: the boot tier's busybox rootfs (real owners) and an
+//! initramfs whose /init loads the modules vxn.cfg builds in and runs meta-virtualization's own
+//! vcontainer-preinit.sh. Each set is compiled and deployed (or installed into a DESTDIR, as the
+//! Dom0 package does) through the real binary and checked, exactly as in the boot tier (same
+//! cases: [`crate::boot`]). All sets go into the Dom0's initramfs; QEMU boots Xen and the Dom0
+//! once, and the Dom0 (tests/xen/dom0-init) boots them one after the other.
+//!
+//! The xl config of each DomU is not retyped here: the Dom0 sources the snapshot's
+//! recipes-containers/vcontainer/files/vrunner-backend-xen.sh and calls its own functions, with
+//! `BLOB_DIR` the deploy directory's `vxn` (or `/usr/share/vxn`, where the set was installed):
+//! - `hv_setup_arch`: `kernel = "$BLOB_DIR/<arch>/bzImage"` (`Image` on aarch64), `ramdisk =
+//!   ".../initramfs.cpio.gz"`, the name `vxn-<set>`;
+//! - `hv_build_disk_opts`: `disk = [ 'format=raw,vdev=xvda,access=ro,target=.../rootfs.img' ]`
+//!   (no input or state disk: no container to run);
+//! - `_write_xen_config`: `type = "pv"` (`"pvh"` on aarch64), `memory = 512`, `vcpus = 2`,
+//!   `extra = "console=hvc0 quiet loglevel=0 init=/init vcontainer.blk=xvd
+//!   vcontainer.init=/vxn-init.sh "`, `serial = 'pty'`, `on_crash = "destroy"`.
+//!
+//! The test asserts those lines on what the Dom0 printed, so a change upstream fails here
+//! rather than passing unnoticed.
+//!
+//! On the DomU's console (xenconsoled --log=guest, printed by the Dom0 between per-set markers)
+//! a good set shows meta-virtualization's preinit switching into /vxn-init.sh and that script
+//! running as PID 1 on the overlay, on Xen (/sys/hypervisor/type), with what it sourced from
+//! /vcontainer-init-common.sh; a broken set shows the failure check predicted. The DomU ends when
+//! its init exits (the kernel panics, the domain crashes and is destroyed) or, inside the Dom0,
+//! after [`DOMU_TIMEOUT_S`]; the whole QEMU run has a timeout too. Like the boot tier's tests,
+//! these are ignored in a plain `cargo test`; the xen tier of scripts/test.sh runs them.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::boot::{
+    check_codes, deploy_case, kit_tools, run_qemu, Case, Kit, BOOTED, CRLF, INIT_0644, NO_BASH,
+    NO_COMMON, XZ,
+};
+use crate::deploy::install;
+use crate::fixtures::{can_run, run_ok};
+use crate::util::{ci, sha256, Arch, TestDir};
+
+/// How long a DomU may run inside the Dom0 before it is destroyed; one took up to 190 s here on
+/// the 2 cores shared at load 23. A hang detector, not a speed target.
+const DOMU_TIMEOUT_S: u64 = 480;
+
+/// What the console of a DomU that ran /vxn-init.sh shows, beyond [`BOOTED`].
+const ON_XEN: &str = "vxn-init: hypervisor type xen";
+
+/// What meta-virtualization's preinit prints before it switch_roots into vcontainer.init.
+const PREINIT_SWITCH: &str = "Switching to real root (init: /vxn-init.sh)...";
+
+/// Where a set comes from: deployed, or installed into a DESTDIR.
+#[derive(Clone, Copy, PartialEq)]
+enum From {
+    Deploy,
+    Install,
+}
+
+/// One DomU to boot: a case of the boot tier, as deployed or installed.
+struct Set {
+    /// The DomU is `vxn-<name>`.
+    name: &'static str,
+    case: &'static Case,
+    from: From,
+}
+
+const X86_64_SETS: [Set; 6] = [
+    Set {
+        name: "deploy-xz",
+        case: &XZ,
+        from: From::Deploy,
+    },
+    Set {
+        name: "install-xz",
+        case: &XZ,
+        from: From::Install,
+    },
+    Set {
+        name: "init-0644",
+        case: &INIT_0644,
+        from: From::Deploy,
+    },
+    Set {
+        name: "no-bash",
+        case: &NO_BASH,
+        from: From::Deploy,
+    },
+    Set {
+        name: "crlf",
+        case: &CRLF,
+        from: From::Deploy,
+    },
+    Set {
+        name: "no-common",
+        case: &NO_COMMON,
+        from: From::Deploy,
+    },
+];
+
+/// aarch64, as the boot tier: a good set and one check refuses.
+const AARCH64_SETS: [Set; 2] = [
+    Set {
+        name: "deploy-xz",
+        case: &XZ,
+        from: From::Deploy,
+    },
+    Set {
+        name: "no-bash",
+        case: &NO_BASH,
+        from: From::Deploy,
+    },
+];
+
+/// meta-virtualization: `VXN_META_VIRT` (a checkout), else the snapshot in `VXN_OE_SNAPSHOTS`
+/// (.ci/run points it at ../shared/oe). Without either the tier skips, saying how to enable it;
+/// under CI=true it fails.
+fn meta_virtualization(test: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("VXN_META_VIRT") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut why = "neither VXN_META_VIRT nor VXN_OE_SNAPSHOTS is set".to_string();
+    if let Some(snapshots) = std::env::var_os("VXN_OE_SNAPSHOTS") {
+        let snapshots = PathBuf::from(snapshots);
+        let mut found: Vec<PathBuf> = fs::read_dir(&snapshots)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        let name = p.file_name().unwrap().to_string_lossy();
+                        name.starts_with("meta-virtualization-") && name.ends_with(".tar.gz")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        if let Some(snapshot) = found.pop() {
+            return Some(snapshot);
+        }
+        why = format!(
+            "VXN_OE_SNAPSHOTS={} holds no meta-virtualization-*.tar.gz",
+            snapshots.display()
+        );
+    }
+    let how = "set VXN_OE_SNAPSHOTS to the directory of the OE snapshots (.ci/run: ../shared/oe) \
+               or VXN_META_VIRT to a meta-virtualization checkout";
+    if ci() {
+        panic!("{test}: cannot run under CI=true: {why}; {how}");
+    }
+    eprintln!("SKIP {test}: {why}; {how}");
+    None
+}
+
+/// The QEMU command that boots Xen with the Dom0 kernel and `initrd` (Xen's command line and
+/// the machine: /work/shared/notes/boot.md). 2 GB: Xen, a 512 MB Dom0 and the two 512 MB DomUs
+/// (the backend's `memory`) that the Dom0 runs at a time.
+fn qemu(arch: Arch, kit: &Kit, initrd: &Path) -> Command {
+    let file = |name: &str| kit.file(name).display().to_string();
+    let dom0_cmdline = "console=hvc0 loglevel=4";
+    let mut command;
+    match arch {
+        Arch::X86_64 => {
+            command = Command::new("qemu-system-x86_64");
+            // -cpu qemu64: `max` kills the PV Dom0 (SMAP). Multiboot: the modules are
+            // "<file> <cmdline>", comma-separated.
+            command
+                .args(["-cpu", "qemu64", "-kernel", &file("xen")])
+                .args([
+                    "-append",
+                    "console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=1",
+                    "-initrd",
+                    &format!("{} {dom0_cmdline},{}", file("kernel"), initrd.display()),
+                ]);
+        }
+        Arch::Aarch64 => {
+            command = Command::new("qemu-system-aarch64");
+            // QEMU's guest-loader writes the Dom0 kernel and initramfs into the device tree's
+            // /chosen as Xen expects them: no dtc needed.
+            command
+                .args(["-machine", "virt,virtualization=true,gic-version=3"])
+                .args(["-cpu", "cortex-a57", "-kernel", &file("xen")])
+                .args([
+                    "-append",
+                    "console=dtuart dom0_mem=512M dom0_max_vcpus=1",
+                    "-device",
+                    &format!(
+                        "guest-loader,addr=0x49000000,kernel={},bootargs={dom0_cmdline}",
+                        file("kernel")
+                    ),
+                    "-device",
+                    &format!("guest-loader,addr=0x50000000,initrd={}", initrd.display()),
+                ]);
+        }
+    }
+    command
+        .args(["-accel", "tcg", "-smp", "2", "-m", "2048"])
+        .args(["-nographic", "-no-reboot", "-net", "none"]);
+    command
+}
+
+/// The lines of the serial console that the Dom0 printed for set `name`, by kind ("cfg", "xl",
+/// "guest", "end"), without their prefix.
+fn set_lines<'a>(serial: &'a str, name: &str, kind: &str) -> Vec<&'a str> {
+    let prefix = format!("xen-tier: set {name} {kind}: ");
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+/// The end of the Dom0's log (everything but the DomUs' consoles) and of set `name`'s DomU
+/// console, for a failure message.
+fn tails(serial: &str, name: &str) -> String {
+    let dom0: Vec<&str> = serial
+        .lines()
+        .filter(|l| !(l.starts_with("xen-tier: set ") && l.contains(" guest: ")))
+        .collect();
+    let guest = set_lines(serial, name, "guest");
+    format!(
+        "--- Dom0 and Xen (last 60 lines of the serial console, DomU consoles left out) ---\n{}\n\
+         --- DomU vxn-{name} (last 40 lines of its console) ---\n{}",
+        dom0[dom0.len().saturating_sub(60)..].join("\n"),
+        guest[guest.len().saturating_sub(40)..].join("\n")
+    )
+}
+
+/// Replaces each file under `root` whose content another one already has by a hard link to it,
+/// so that the initramfs holds the kernel and initramfs the sets share once.
+fn link_duplicates(root: &Path) {
+    let mut files = Vec::new();
+    crate::fixtures::collect(root, &mut files);
+    files.sort();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        if !fs::symlink_metadata(&file).unwrap().is_file() {
+            continue;
+        }
+        let digest = sha256(&file);
+        match seen.get(&digest) {
+            Some(first) => {
+                fs::remove_file(&file).unwrap();
+                fs::hard_link(first, &file).unwrap();
+            }
+            None => {
+                seen.insert(digest, file);
+            }
+        }
+    }
+}
+
+/// Copies the files of directory `from` into `to` (created).
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Makes the kit and every set, boots them under Xen in one QEMU run and asserts per set.
+fn xen_tier(arch: Arch, sets: &[Set]) {
+    let test = format!("xen {}", arch.target_arch());
+    let qemu_binary = format!("qemu-system-{}", arch.target_arch());
+    let mut tools = kit_tools(&qemu_binary);
+    tools.push("readelf");
+    if !can_run(&test, &tools) {
+        return;
+    }
+    let Some(meta_virt) = meta_virtualization(&test) else {
+        return;
+    };
+    let tier_started = Instant::now();
+    let kit = Kit::make("xen", arch, &[meta_virt.as_os_str()]);
+    let kit_took = tier_started.elapsed();
+
+    // The sets, in the tree that is appended to the Dom0's initramfs.
+    let started = Instant::now();
+    let work = TestDir::new();
+    let root = work.path().join("dom0");
+    let mut list = String::new();
+    let mut dirs = Vec::new();
+    for set in sets {
+        let dir = TestDir::new();
+        let fx = deploy_case(arch, set.case, &kit, &dir);
+        let blob_dir = match set.from {
+            From::Deploy => {
+                let blob_dir = format!("/sets/{}/vxn", set.name);
+                copy_dir(
+                    &fx.deployed(),
+                    &root.join(&blob_dir[1..]).join(arch.target_arch()),
+                );
+                blob_dir
+            }
+            From::Install => {
+                // As the Dom0 package's do_install does; the vxn CLI looks in /usr/share/vxn.
+                let destdir = dir.path().join("destdir");
+                install(&dir, &fx, &destdir).ok();
+                let installed = destdir.join("usr/share/vxn").join(arch.target_arch());
+                assert_eq!(check_codes(&dir, &installed), set.case.findings);
+                copy_dir(
+                    &installed,
+                    &root.join("usr/share/vxn").join(arch.target_arch()),
+                );
+                "/usr/share/vxn".to_string()
+            }
+        };
+        list.push_str(&format!("{} {blob_dir} {DOMU_TIMEOUT_S}\n", set.name));
+        dirs.push(dir);
+    }
+    fs::create_dir_all(root.join("xen-tier")).unwrap();
+    fs::write(root.join("xen-tier/sets"), &list).unwrap();
+    link_duplicates(&root);
+    let sets_took = started.elapsed();
+
+    // The Dom0's initramfs: the kit's (padded to 512 bytes), then the sets as a plain cpio.
+    let started = Instant::now();
+    let initrd = work.path().join("dom0-initrd");
+    let cpio = run_ok(Command::new("sh").current_dir(&root).args([
+        "-c",
+        "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet",
+    ]));
+    let mut bytes = fs::read(kit.file("dom0.cpio.gz")).unwrap();
+    bytes.extend_from_slice(&cpio.stdout);
+    fs::write(&initrd, &bytes).unwrap();
+    let pack_took = started.elapsed();
+
+    // One boot of Xen and the Dom0 for all sets.
+    let timeout = Duration::from_secs(300 + sets.len() as u64 * (60 + DOMU_TIMEOUT_S));
+    let (status, serial, boot_took) = run_qemu(
+        qemu(arch, &kit, &initrd),
+        &work.path().join("serial.log"),
+        timeout,
+    );
+    let last = sets.last().map(|s| s.name).unwrap_or("");
+    match status {
+        None => panic!(
+            "{test}: QEMU did not end within {timeout:?}\n{}",
+            tails(&serial, last)
+        ),
+        Some(status) => assert!(
+            status.success() && serial.lines().any(|l| l.starts_with("xen-tier: done")),
+            "{test}: QEMU ended ({status}) before the Dom0 said it was done\n{}",
+            tails(&serial, last)
+        ),
+    }
+    let toolstack = serial
+        .lines()
+        .find_map(|l| l.strip_prefix("xen-tier: toolstack up "))
+        .unwrap_or("?");
+    eprintln!(
+        "{test}: kit {:.1} s, {} sets compiled, deployed or installed and checked {:.1} s, \
+         Dom0 initramfs {:.1} s ({} MB), QEMU run {:.1} s (Xen + Dom0, toolstack up {toolstack}; \
+         kit: {})",
+        kit_took.as_secs_f64(),
+        sets.len(),
+        sets_took.as_secs_f64(),
+        pack_took.as_secs_f64(),
+        bytes.len() / 1_000_000,
+        boot_took.as_secs_f64(),
+        kit.about
+    );
+
+    let kernel = arch.kernel_name();
+    let target = arch.target_arch();
+    let xen_type = match arch {
+        Arch::X86_64 => "pv",
+        Arch::Aarch64 => "pvh",
+    };
+    for (set, (_, line)) in sets.iter().zip(list.lines().enumerate()) {
+        let name = set.name;
+        let blob_dir = line.split_whitespace().nth(1).unwrap();
+        let fail =
+            |what: &str| -> ! { panic!("{test}: set {name}: {what}\n{}", tails(&serial, name)) };
+        let cfg = set_lines(&serial, name, "cfg");
+        let extra = "extra = \"console=hvc0 quiet loglevel=0 init=/init vcontainer.blk=xvd \
+                     vcontainer.init=/vxn-init.sh ";
+        for expected in [
+            format!("type = \"{xen_type}\""),
+            format!("kernel = \"{blob_dir}/{target}/{kernel}\""),
+            format!("ramdisk = \"{blob_dir}/{target}/initramfs.cpio.gz\""),
+            format!(
+                "disk = [ 'format=raw,vdev=xvda,access=ro,target={blob_dir}/{target}/rootfs.img' ]"
+            ),
+            "on_crash = \"destroy\"".to_string(),
+        ] {
+            if !cfg.contains(&expected.as_str()) {
+                fail(&format!(
+                    "the backend's config has no line {expected:?}: {cfg:#?}"
+                ));
+            }
+        }
+        if !cfg.iter().any(|l| l.starts_with(extra)) {
+            fail(&format!(
+                "the backend's config has no line starting {extra:?}: {cfg:#?}"
+            ));
+        }
+        if !set_lines(&serial, name, "xl")
+            .iter()
+            .any(|l| l.starts_with("xl create exit 0 "))
+        {
+            fail("xl create failed");
+        }
+        let end = set_lines(&serial, name, "end");
+        if !end.iter().any(|l| l.starts_with("domain gone")) {
+            fail(&format!("the DomU did not end by itself: {end:?}"));
+        }
+        let guest = set_lines(&serial, name, "guest");
+        if !guest.contains(&PREINIT_SWITCH) {
+            fail(&format!(
+                "meta-virtualization's preinit did not say {PREINIT_SWITCH:?}"
+            ));
+        }
+        let booted = BOOTED.iter().chain([&ON_XEN]).all(|l| guest.contains(l));
+        eprintln!(
+            "{test} {name} ({}{}): {}, {} (check: {})",
+            set.case.name,
+            if set.from == From::Install {
+                ", installed"
+            } else {
+                ""
+            },
+            end.first().unwrap_or(&"?"),
+            if booted {
+                "ran /vxn-init.sh on Xen, which sourced /vcontainer-init-common.sh"
+            } else {
+                "did not reach /vxn-init.sh"
+            },
+            if set.case.findings.is_empty() {
+                "nothing found".to_string()
+            } else {
+                set.case.findings.join(", ")
+            }
+        );
+        // The boot check's prediction holds under Xen: the set boots exactly when check finds
+        // nothing, and a broken one fails the way the finding says.
+        if booted != set.case.findings.is_empty() {
+            fail(&format!(
+                "booted: {booted}, check's findings: {:?}",
+                set.case.findings
+            ));
+        }
+        for line in set.case.console {
+            if !guest.contains(line) {
+                fail(&format!("{line:?} missing from the DomU's console"));
+            }
+        }
+    }
+    eprintln!(
+        "{test}: the whole test {:.1} s",
+        tier_started.elapsed().as_secs_f64()
+    );
+    drop(dirs);
+}
+
+#[test]
+#[ignore = "boots Xen under QEMU; run by the xen tier (scripts/test.sh)"]
+fn x86_64_sets_boot_under_xen_as_check_predicts() {
+    xen_tier(Arch::X86_64, &X86_64_SETS);
+}
+
+#[test]
+#[ignore = "boots Xen under QEMU; run by the xen tier (scripts/test.sh)"]
+fn aarch64_sets_boot_under_xen_as_check_predicts() {
+    xen_tier(Arch::Aarch64, &AARCH64_SETS);
+}
