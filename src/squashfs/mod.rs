@@ -78,9 +78,9 @@ mod xattr;
 
 pub use error::{Corruption, Error};
 pub use inode::Kind;
+pub use resolve::{Link, LookupError, MAX_SYMLINKS};
 pub use reuse::{record_path, RECORD_SUFFIX};
 pub use sample::write_sample_image;
-pub use resolve::{Link, LookupError, MAX_SYMLINKS};
 pub use view::{Entry, View};
 
 use image::{Content, Image, Node, NodeId};
