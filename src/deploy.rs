@@ -3,7 +3,7 @@
 //! the same blobs with a SHA256SUMS under `<destdir><install_dir>` (a recipe's `${D}`, for the
 //! Dom0 package) with the same checks and atomicity.
 //!
-//! Deploy refuses to run on anything but a completed compile of the same spec: the state file
+//! Deploy refuses to run on anything but a completed compile of the same spec: the record
 //! must exist, name the same tool and spec, and every output must still hash to what compile
 //! recorded. Each file is staged under a temporary name in the target directory (a hardlink to
 //! the build output where the filesystem allows, else a synced copy), verified, given mode 0644
