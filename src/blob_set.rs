@@ -49,7 +49,7 @@ pub struct OutputRecord {
 #[serde(deny_unknown_fields)]
 pub struct Record {
     pub format: u32,
-    /// [`crate::identity::tool_identity`] of the compile.
+    /// [`crate::tool_identity`] of the compile.
     pub tool: String,
     /// sha256 over the tool, the spec and every input (see `Fingerprint` in src/compile.rs).
     pub digest: String,
