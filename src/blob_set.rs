@@ -179,7 +179,7 @@ impl Record {
     }
 }
 
-/// One line of a SHA256SUMS as `sha256sum` writes it, "<64 hex digits>  <name>" (or " *" for
+/// One line of a SHA256SUMS as `sha256sum` writes it, `<64 hex digits>  <name>` (or ` *` for
 /// binary mode): the digest and the name, or `None` for any other line.
 pub fn parse_sums_line(line: &str) -> Option<(&str, &str)> {
     let (sha, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
@@ -187,7 +187,7 @@ pub fn parse_sums_line(line: &str) -> Option<(&str, &str)> {
     valid.then_some((sha, name))
 }
 
-/// SHA256SUMS in the format `sha256sum -c` reads: "<hex>  <name>" for each (name, sha256),
+/// SHA256SUMS in the format `sha256sum -c` reads: `<hex>  <name>` for each (name, sha256),
 /// sorted by name.
 pub fn sums_text<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut files: Vec<(&str, &str)> = files.collect();

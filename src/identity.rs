@@ -22,7 +22,7 @@ pub fn executable_digest() -> Option<&'static str> {
 }
 
 /// The tool identity that goes into compile's digest and the README: the version and
-/// [`executable_digest`].
+/// `executable_digest`.
 pub fn tool_identity() -> &'static str {
     static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     TOOL.get_or_init(|| {
