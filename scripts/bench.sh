@@ -357,8 +357,14 @@ changed_images() {
     mkdir -p "$chg"
     cp -a "$tree" "$chg/v1"
     app=usr/bin/vxn-bench-app
-    # (cat is cut short by head: its broken pipe is expected.)
-    find "$chg/v1/usr/lib" -type f -size +100k -name '*.so*' | sort | xargs cat 2>/dev/null |
+    mkdir -p "$chg/v1/usr/bin"
+    # (cat is cut short by head: its broken pipe is expected.) A copied tree (BENCH_TREE=copy)
+    # has no usr/lib of its own: the host's binaries under opt/host serve instead.
+    if [ -d "$chg/v1/usr/lib" ]; then
+        find "$chg/v1/usr/lib" -type f -size +100k -name '*.so*'
+    else
+        find "$chg/v1/opt/host" -type f -size +100k
+    fi | sort | xargs cat 2>/dev/null |
         head -c $((BENCH_APP_MB * 1024 * 1024)) > "$chg/v1/$app"
     [ "$(stat -c %s "$chg/v1/$app")" -ge $((BENCH_APP_MB * 1024 * 1024)) ] ||
         die "the tree's libraries hold less than $BENCH_APP_MB MB for the binary; lower BENCH_APP_MB"

@@ -12,18 +12,16 @@
 //! Every problem becomes a [`Finding`] naming the file and what to do; only a directory that
 //! cannot be read at all is an [`Error`]. [`check_dir`] is the one call for a directory; a writer
 //! that stages files under temporary names checks them before renaming with [`check`] on a
-//! [`BlobSet::staged`] (deploy does).
+//! [`BlobSet::staged`] (deploy does). What the set's files are called and how SHA256SUMS reads
+//! come from [`crate::blob_set`]; check knows nothing of the commands that make a set.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::assemble::{INITRAMFS_OUTPUT, ROOTFS_OUTPUT};
-use crate::deploy::{parse_sums_line, SUMS_FILE};
+use crate::blob_set::{parse_sums_line, BlobSet, Unusable, INITRAMFS, ROOTFS, SUMS};
 use crate::initramfs;
 use crate::kernel::{self, KernelArch, SUPPORTED_TARGET_ARCHES};
 use crate::safe_fs::sha256_reader;
@@ -53,18 +51,6 @@ pub struct Options {
     pub arch: Option<String>,
     /// The init scripts to check in rootfs.img; empty means [`DEFAULT_INIT`].
     pub inits: Vec<String>,
-}
-
-/// What a deploy does with check's findings (the spec's `check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Do not check.
-    Off,
-    /// Log each finding as a warning and install anyway.
-    #[default]
-    Warn,
-    /// Install nothing when there is a finding.
-    Error,
 }
 
 /// Which check found a problem; stable names for tools (`--json`).
@@ -148,69 +134,10 @@ pub enum Error {
     Problems { dir: PathBuf, count: usize },
 }
 
-/// The files of one `vxn/<arch>` set, by the names the boot reads them under.
-#[derive(Debug, Clone)]
-pub struct BlobSet {
-    dir: PathBuf,
-    /// For a staged set: where each name's bytes are now. `None`: the files of `dir`.
-    staged: Option<BTreeMap<String, PathBuf>>,
-}
-
-impl BlobSet {
-    /// The set installed in `dir`.
-    pub fn dir(dir: &Path) -> BlobSet {
-        BlobSet {
-            dir: dir.to_path_buf(),
-            staged: None,
-        }
-    }
-
-    /// A set about to be installed in `dir`: `files` maps each final name to the staged file
-    /// holding its bytes. Findings name the final paths; names not in `files` do not exist.
-    pub fn staged(dir: &Path, files: BTreeMap<String, PathBuf>) -> BlobSet {
-        BlobSet {
-            dir: dir.to_path_buf(),
-            staged: Some(files),
-        }
-    }
-
-    /// Where the bytes of `name` are, if anywhere.
-    fn source(&self, name: &str) -> Option<PathBuf> {
-        match &self.staged {
-            None => Some(self.dir.join(name)),
-            Some(files) => files.get(name).cloned(),
-        }
-    }
-
-    /// Opens `name` as a regular file (following symlinks, as the boot does); the error says
-    /// why it cannot be used. A fifo or device never blocks the open.
-    fn open(&self, name: &str) -> Result<File, String> {
-        let path = self.source(name).ok_or("is missing")?;
-        let meta = match std::fs::metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("is missing".into()),
-            Err(e) => return Err(format!("cannot be read ({e})")),
-        };
-        if !meta.is_file() {
-            return Err("is not a regular file".into());
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&path)
-            .map_err(|e| format!("cannot be read ({e})"))?;
-        match file.metadata() {
-            Ok(meta) if meta.is_file() => Ok(file),
-            Ok(_) => Err("is not a regular file".into()),
-            Err(e) => Err(format!("cannot be read ({e})")),
-        }
-    }
-}
-
 /// Checks the `vxn/<arch>` directory `dir` as the boot will use it.
 pub fn check_dir(dir: &Path, options: &Options) -> Result<Report, Error> {
     match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(check(&BlobSet::dir(dir), options)),
+        Ok(meta) if meta.is_dir() => Ok(check(&BlobSet::installed(dir), options)),
         Ok(_) => Err(Error::Directory {
             dir: dir.to_path_buf(),
             problem: "is not a directory".into(),
@@ -246,7 +173,7 @@ pub fn check(set: &BlobSet, options: &Options) -> Report {
     };
     c.rootfs(&inits);
     Report {
-        dir: set.dir.clone(),
+        dir: set.dir().to_path_buf(),
         arch: arch.map(|(_, name)| name),
         ok: c.findings.is_empty(),
         findings: c.findings,
@@ -277,7 +204,7 @@ struct Checker<'a> {
 impl Checker<'_> {
     /// The final path of `name`, for messages.
     fn shown(&self, name: &str) -> PathBuf {
-        self.set.dir.join(name)
+        self.set.dir().join(name)
     }
 
     fn find(&mut self, name: &str, path: Option<&str>, code: Code, message: String) {
@@ -295,7 +222,7 @@ impl Checker<'_> {
             Some(name) => name.clone(),
             None => self
                 .set
-                .dir
+                .dir()
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
@@ -305,10 +232,10 @@ impl Checker<'_> {
         }
         let message = format!(
             "{} is named {name:?}, which says no architecture, so the kernel cannot be checked; name the directory after it or pass --arch (one of {SUPPORTED_TARGET_ARCHES})",
-            self.set.dir.display()
+            self.set.dir().display()
         );
         self.findings.push(Finding {
-            file: self.set.dir.clone(),
+            file: self.set.dir().to_path_buf(),
             path: None,
             code: Code::UnknownArch,
             message,
@@ -319,19 +246,19 @@ impl Checker<'_> {
     /// SHA256SUMS, when there is one: every line well-formed, every listed file matching, and
     /// every boot file listed.
     fn sums(&mut self, arch: Option<KernelArch>) {
-        let shown = self.shown(SUMS_FILE);
-        let file = match self.set.open(SUMS_FILE) {
+        let shown = self.shown(SUMS);
+        let file = match self.set.open(SUMS) {
             Ok(file) => file,
-            Err(why) if why == "is missing" => return,
+            Err(Unusable::Missing) => return,
             Err(why) => {
                 let message = format!("{} {why}; redeploy, or remove it", shown.display());
-                return self.find(SUMS_FILE, None, Code::SumsInvalid, message);
+                return self.find(SUMS, None, Code::SumsInvalid, message);
             }
         };
         let mut text = Vec::new();
         if let Err(e) = file.take(MAX_SUMS_BYTES + 1).read_to_end(&mut text) {
             let message = format!("{} cannot be read ({e}); redeploy", shown.display());
-            return self.find(SUMS_FILE, None, Code::SumsInvalid, message);
+            return self.find(SUMS, None, Code::SumsInvalid, message);
         }
         if text.len() as u64 > MAX_SUMS_BYTES {
             let message = format!(
@@ -339,7 +266,7 @@ impl Checker<'_> {
                 shown.display(),
                 MAX_SUMS_BYTES >> 20
             );
-            return self.find(SUMS_FILE, None, Code::SumsInvalid, message);
+            return self.find(SUMS, None, Code::SumsInvalid, message);
         }
         let text = String::from_utf8_lossy(&text).into_owned();
         let mut listed = Vec::new();
@@ -357,7 +284,7 @@ impl Checker<'_> {
                         shown.display(),
                         i + 1
                     );
-                    self.find(SUMS_FILE, None, Code::SumsInvalid, message);
+                    self.find(SUMS, None, Code::SumsInvalid, message);
                 }
                 None => {
                     let message = format!(
@@ -365,7 +292,7 @@ impl Checker<'_> {
                         shown.display(),
                         i + 1
                     );
-                    self.find(SUMS_FILE, None, Code::SumsInvalid, message);
+                    self.find(SUMS, None, Code::SumsInvalid, message);
                 }
             }
         }
@@ -374,26 +301,26 @@ impl Checker<'_> {
             let actual = self
                 .set
                 .open(name)
-                .and_then(|f| sha256_reader(f).map_err(|e| format!("cannot be read ({e})")));
+                .and_then(|f| sha256_reader(f).map_err(Unusable::Unreadable));
             match actual {
                 Ok((sha, _)) if sha == *expected => {}
                 Ok((sha, _)) => {
                     let message = format!(
-                        "{} does not match {SUMS_FILE} (its sha256 is {sha}, {SUMS_FILE} says {expected}): it changed after deploy; deploy again",
+                        "{} does not match {SUMS} (its sha256 is {sha}, {SUMS} says {expected}): it changed after deploy; deploy again",
                         shown_file.display()
                     );
                     self.find(name, None, Code::SumsMismatch, message);
                 }
                 Err(why) => {
                     let message = format!(
-                        "{} is listed in {SUMS_FILE} but {why}; deploy again",
+                        "{} is listed in {SUMS} but {why}; deploy again",
                         shown_file.display()
                     );
                     self.find(name, None, Code::SumsMismatch, message);
                 }
             }
         }
-        let mut boot_files = vec![INITRAMFS_OUTPUT, ROOTFS_OUTPUT];
+        let mut boot_files = vec![INITRAMFS, ROOTFS];
         if let Some(arch) = arch {
             boot_files.insert(0, arch.image_type());
         }
@@ -404,12 +331,12 @@ impl Checker<'_> {
                     "{} does not list {name}, so nothing vouches for it; deploy again",
                     shown.display()
                 );
-                self.find(SUMS_FILE, None, Code::SumsInvalid, message);
+                self.find(SUMS, None, Code::SumsInvalid, message);
             }
         }
         if self.findings.len() == before {
             self.checked
-                .push(format!("{SUMS_FILE}: {} files match", listed.len()));
+                .push(format!("{SUMS}: {} files match", listed.len()));
         }
     }
 
@@ -442,7 +369,7 @@ impl Checker<'_> {
     }
 
     fn initramfs(&mut self) {
-        let name = INITRAMFS_OUTPUT;
+        let name = INITRAMFS;
         let Some(file) = self.required(name, "the initramfs") else {
             return;
         };
@@ -479,7 +406,7 @@ impl Checker<'_> {
     }
 
     fn rootfs(&mut self, inits: &[String]) {
-        let name = ROOTFS_OUTPUT;
+        let name = ROOTFS;
         if self
             .required(name, "rootfs.img (as the DomU's first disk)")
             .is_none()
@@ -538,7 +465,7 @@ struct Script<'c, 'a, 'v> {
 impl Script<'_, '_, '_> {
     fn find(&mut self, path: &str, code: Code, what: String) {
         let message = format!("{}: {what}", self.rootfs.display());
-        self.checker.find(ROOTFS_OUTPUT, Some(path), code, message);
+        self.checker.find(ROOTFS, Some(path), code, message);
     }
 
     fn init(&mut self, init: &str) {
@@ -581,12 +508,9 @@ impl Script<'_, '_, '_> {
         let text = match self.view.read(&entry, MAX_SCRIPT_BYTES) {
             Ok(text) => text,
             Err(e) => {
-                return self.checker.find(
-                    ROOTFS_OUTPUT,
-                    Some(init),
-                    Code::RootfsFormat,
-                    e.to_string(),
-                )
+                return self
+                    .checker
+                    .find(ROOTFS, Some(init), Code::RootfsFormat, e.to_string())
             }
         };
         self.executable(init, &entry.path, &text);
@@ -666,7 +590,7 @@ impl Script<'_, '_, '_> {
                 Ok(head) => head,
                 Err(e) => {
                     return self.checker.find(
-                        ROOTFS_OUTPUT,
+                        ROOTFS,
                         Some(&entry.path),
                         Code::RootfsFormat,
                         e.to_string(),
@@ -710,7 +634,7 @@ impl Script<'_, '_, '_> {
                     match self.view.read(&entry, MAX_SCRIPT_BYTES) {
                         Ok(inner) => self.sources(&path, &inner, depth + 1, visited),
                         Err(e) => self.checker.find(
-                            ROOTFS_OUTPUT,
+                            ROOTFS,
                             Some(&path),
                             Code::RootfsFormat,
                             e.to_string(),

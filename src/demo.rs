@@ -11,12 +11,13 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::assemble::{self, CompileReport};
+use crate::blob_set::{ROOTFS, SUMS};
 use crate::check::{self, Report};
-use crate::deploy::{self, DeployReport, SUMS_FILE};
+use crate::compile::{self, CompileReport};
+use crate::deploy::{self, DeployReport};
 use crate::error::Error;
 use crate::kernel::KernelArch;
-use crate::safe_fs::{commit, sha256_reader, stage_bytes};
+use crate::safe_fs::{self, commit, sha256_reader, stage_bytes};
 use crate::spec::{self, Spec};
 use crate::squashfs::{self, FileInfo};
 
@@ -57,7 +58,8 @@ pub struct DemoReport {
 /// the demo never overwrites files it did not make.
 pub fn run(out: &Path) -> Result<DemoReport, Error> {
     // Absolute, so that the report can show paths relative to it whatever the spec resolved.
-    let cwd = std::env::current_dir().map_err(Error::io("find the working directory", out))?;
+    let cwd =
+        std::env::current_dir().map_err(safe_fs::Error::io("find the working directory", out))?;
     let out = &cwd.join(out);
     prepare_dir(out)?;
     let epoch = match spec::source_date_epoch_from_env()? {
@@ -66,11 +68,11 @@ pub fn run(out: &Path) -> Result<DemoReport, Error> {
     };
     let inputs = out.join("inputs");
     for dir in [inputs.clone(), out.join("build"), out.join("deploy")] {
-        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        fs::create_dir_all(&dir).map_err(safe_fs::Error::io("create directory", &dir))?;
     }
     squashfs::write_sample_image(&out.join(ROOTFS_INPUT), epoch)?;
     let initramfs = initramfs_bytes(&DEMO_INITRAMFS, epoch)
-        .map_err(Error::io("build", &out.join(INITRAMFS_INPUT)))?;
+        .map_err(safe_fs::Error::io("build", &out.join(INITRAMFS_INPUT)))?;
     write_atomically(&out.join(INITRAMFS_INPUT), &initramfs)?;
     write_atomically(&out.join(KERNEL_INPUT), &fake_kernel_bytes(KernelArch::X86))?;
     write_atomically(&out.join(VXN_INIT_INPUT), VXN_INIT.as_bytes())?;
@@ -97,12 +99,12 @@ pub fn run(out: &Path) -> Result<DemoReport, Error> {
     });
     let spec_path = out.join(DEMO_SPEC);
     let mut text = serde_json::to_string_pretty(&spec_json)
-        .map_err(|e| Error::io("serialize", &spec_path)(e.into()))?;
+        .map_err(|e| safe_fs::Error::io("serialize", &spec_path)(e.into()))?;
     text.push('\n');
     write_atomically(&spec_path, text.as_bytes())?;
 
     let spec = Spec::load(&spec_path)?;
-    let compile = assemble::compile(&spec, &mut |_| {})?;
+    let compile = compile::run(&spec, &mut |_| {})?;
     let deploy = deploy::deploy(&spec)?;
 
     let options = check::Options {
@@ -110,13 +112,14 @@ pub fn run(out: &Path) -> Result<DemoReport, Error> {
         inits: Vec::new(),
     };
     let check = check::check_dir(&deploy.dir, &options)?;
-    let rootfs = deploy.dir.join(assemble::ROOTFS_OUTPUT);
+    let rootfs = deploy.dir.join(ROOTFS);
     let mut injected = Vec::new();
     for injection in &spec.inject {
         let info = squashfs::stat(&rootfs, &injection.dest)?;
-        let source =
-            fs::File::open(&injection.source).map_err(Error::io("open", &injection.source))?;
-        let (sha, _) = sha256_reader(source).map_err(Error::io("read", &injection.source))?;
+        let source = fs::File::open(&injection.source)
+            .map_err(safe_fs::Error::io("open", &injection.source))?;
+        let (sha, _) =
+            sha256_reader(source).map_err(safe_fs::Error::io("read", &injection.source))?;
         let shown = injection
             .source
             .strip_prefix(out)
@@ -157,17 +160,16 @@ fn prepare_dir(out: &Path) -> Result<(), Error> {
                 })
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(out).map_err(Error::io("create directory", out))
-        }
-        Err(e) => Err(Error::io("open directory", out)(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(out)
+            .map_err(|e| safe_fs::Error::io("create directory", out)(e).into()),
+        Err(e) => Err(safe_fs::Error::io("open directory", out)(e).into()),
     }
 }
 
 /// Writes a demo input through a staged file, so a symlink at the name is replaced, not followed.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    commit(stage_bytes(dir, bytes)?, path)
+    Ok(commit(stage_bytes(dir, bytes)?, path)?)
 }
 
 impl DemoReport {
@@ -254,7 +256,7 @@ impl DemoReport {
         }
         let _ = writeln!(
             s,
-            "    (check the sums yourself: cd {dir} && sha256sum -c {SUMS_FILE})"
+            "    (check the sums yourself: cd {dir} && sha256sum -c {SUMS})"
         );
         let _ = writeln!(
             s,

@@ -3,7 +3,7 @@
 //! the same blobs with a SHA256SUMS under `<destdir><install_dir>` (a recipe's `${D}`, for the
 //! Dom0 package) with the same checks and atomicity.
 //!
-//! Deploy refuses to run on anything but a completed compile of the same spec: the state file
+//! Deploy refuses to run on anything but a completed compile of the same spec: the record
 //! must exist, name the same tool and spec, and every output must still hash to what compile
 //! recorded. Each file is staged under a temporary name in the target directory (a hardlink to
 //! the build output where the filesystem allows, else a synced copy), verified, given mode 0644
@@ -36,19 +36,18 @@ use log::{debug, info, warn};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
-use crate::assemble::{self, OutputRecord, State, INITRAMFS_OUTPUT, KERNEL_OUTPUT, ROOTFS_OUTPUT};
-use crate::check::{self, BlobSet};
+use crate::blob_set::{
+    parse_sums_line, sums_text, BlobSet, OutputRecord, Record, INITRAMFS, KERNEL, README, ROOTFS,
+    SUMS,
+};
+use crate::check;
 use crate::error::Error;
+use crate::identity::tool_identity;
 use crate::safe_fs::{
     self, commit, ensure_dir, hex, lock_dir, new_temp, open_no_follow, refuse_symlink,
     remove_stale_temps, sha256_reader, stage_bytes, sync_dir, unwritable, OUTPUT_MODE,
 };
-use crate::spec::Spec;
-
-/// Name of the checksum file, also deploy's manifest of the files it owns in the directory.
-pub const SUMS_FILE: &str = "SHA256SUMS";
-/// Name of the README.
-pub const README_FILE: &str = "README";
+use crate::spec::{CheckMode, Spec};
 
 /// One installed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,15 +130,15 @@ fn place(spec: &Spec, placement: Placement) -> Result<DeployReport, Error> {
         _ => return Err(not_compiled("that directory does not exist".into())),
     }
     let _build_lock = lock_dir(build_dir)?;
-    let state = State::read(build_dir).map_err(not_compiled)?;
-    if state.tool != assemble::tool_identity() {
+    let record = Record::read(build_dir).map_err(|e| not_compiled(e.to_string()))?;
+    if record.tool != tool_identity() {
         return Err(not_compiled(format!(
             "it was made by {}, this is {}",
-            state.tool,
-            assemble::tool_identity()
+            record.tool,
+            tool_identity()
         )));
     }
-    if state.spec_sha256 != hex(&Sha256::digest(spec.canonical_bytes())) {
+    if record.spec_sha256 != hex(&Sha256::digest(spec.canonical_bytes())) {
         return Err(not_compiled(
             "the spec (or SOURCE_DATE_EPOCH) changed since that compile".into(),
         ));
@@ -156,7 +155,7 @@ fn place(spec: &Spec, placement: Placement) -> Result<DeployReport, Error> {
                 created.push(dir.clone());
             }
         }
-        install_files(spec, &state, &dir, &placement)
+        install_files(spec, &record, &dir, &placement)
     })();
     if result.is_err() {
         for dir in created.iter().rev() {
@@ -182,11 +181,11 @@ fn remove_dir_if_empty(dir: &Path) {
     }
 }
 
-/// Installs the outputs `state` records into `dir`, with a README when the placement asks for
+/// Installs the outputs `record` lists into `dir`, with a README when the placement asks for
 /// one, and SHA256SUMS.
 fn install_files(
     spec: &Spec,
-    state: &State,
+    record: &Record,
     dir: &Path,
     placement: &Placement,
 ) -> Result<DeployReport, Error> {
@@ -201,44 +200,50 @@ fn install_files(
         .map_err(|e| refuse_symlink(dir, e, "open"))?;
     safe_fs::flock_exclusive(&dir_handle, dir)?;
     remove_stale_temps(dir);
-    let previous_manifest = read_manifest(&dir.join(SUMS_FILE));
+    let previous_manifest = read_manifest(&dir.join(SUMS));
 
     // Stage and verify everything before the first rename.
     let mut plan = vec![
-        (INITRAMFS_OUTPUT, INITRAMFS_OUTPUT.to_string()),
-        (ROOTFS_OUTPUT, ROOTFS_OUTPUT.to_string()),
+        (INITRAMFS, INITRAMFS.to_string()),
+        (ROOTFS, ROOTFS.to_string()),
     ];
-    if state.outputs.contains_key(KERNEL_OUTPUT) {
-        plan.insert(0, (KERNEL_OUTPUT, spec.kernel_name.clone()));
+    if record.outputs.contains_key(KERNEL) {
+        plan.insert(0, (KERNEL, spec.kernel_name.clone()));
     }
     let mut staged: Vec<(TempPath, DeployedFile)> = Vec::new();
     for (output, name) in &plan {
-        let record = &state.outputs[*output];
-        let (temp, linked) = stage_output(&build_dir.join(output), dir, record, placement.link)
-            .map_err(|e| match e {
-                StageError::Mismatch(reason) => not_compiled(reason),
-                StageError::Other(e) => e,
-            })?;
+        let output_record = &record.outputs[*output];
+        let (temp, linked) =
+            stage_output(&build_dir.join(output), dir, output_record, placement.link).map_err(
+                |e| match e {
+                    StageError::Mismatch(reason) => not_compiled(reason),
+                    StageError::Other(e) => e,
+                },
+            )?;
         staged.push((
             temp,
             DeployedFile {
                 name: name.clone(),
-                sha256: record.sha256.clone(),
-                size: record.size,
+                sha256: output_record.sha256.clone(),
+                size: output_record.size,
                 linked,
             },
         ));
     }
-    let kernel_name = state
+    let kernel_name = record
         .outputs
-        .contains_key(KERNEL_OUTPUT)
+        .contains_key(KERNEL)
         .then_some(spec.kernel_name.as_str());
     if placement.readme {
         let readme = readme_text(spec, kernel_name);
-        staged.push(stage_text(dir, README_FILE, &readme)?);
+        staged.push(stage_text(dir, README, &readme)?);
     }
-    let sums = sums_text(staged.iter().map(|(_, f)| f));
-    staged.push(stage_text(dir, SUMS_FILE, &sums)?);
+    let sums = sums_text(
+        staged
+            .iter()
+            .map(|(_, f)| (f.name.as_str(), f.sha256.as_str())),
+    );
+    staged.push(stage_text(dir, SUMS, &sums)?);
     let check = check_staged(spec, dir, &staged)?;
 
     let mut files = Vec::new();
@@ -296,7 +301,7 @@ fn check_staged(
     dir: &Path,
     staged: &[(TempPath, DeployedFile)],
 ) -> Result<Option<check::Report>, Error> {
-    if spec.check == check::Mode::Off {
+    if spec.check == CheckMode::Off {
         return Ok(None);
     }
     let files = staged
@@ -313,7 +318,7 @@ fn check_staged(
             "check: {} holds nothing that would stop the boot",
             dir.display()
         );
-    } else if spec.check == check::Mode::Error {
+    } else if spec.check == CheckMode::Error {
         return Err(Error::CheckFailed {
             dir: dir.to_path_buf(),
             spec: spec.path.clone(),
@@ -345,14 +350,14 @@ fn stage_text(dir: &Path, name: &str, text: &str) -> Result<(TempPath, DeployedF
 
 /// Creates `path` as a directory if missing (then it returns true); refuses a symlink or
 /// anything else there, so that nothing can be redirected outside the placement's base.
-fn ensure_real_dir(path: &Path, base_field: &'static str) -> Result<bool, Error> {
+fn ensure_real_dir(path: &Path, base_field: &'static str) -> Result<bool, safe_fs::Error> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => Ok(false),
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::Unsafe {
+        Ok(meta) if meta.file_type().is_symlink() => Err(safe_fs::Error::Unsafe {
             path: path.to_path_buf(),
             why: format!("it is a symlink, and vxn-blobs only writes into real directories below {base_field}; remove it"),
         }),
-        Ok(_) => Err(Error::Unsafe {
+        Ok(_) => Err(safe_fs::Error::Unsafe {
             path: path.to_path_buf(),
             why: format!("it is not a directory; remove it or choose another {base_field}"),
         }),
@@ -363,11 +368,11 @@ fn ensure_real_dir(path: &Path, base_field: &'static str) -> Result<bool, Error>
                 .map_err(|e| {
                     let parent = path.parent().unwrap_or(path);
                     unwritable(base_field, parent, &e)
-                        .unwrap_or_else(|| Error::io("create directory", path)(e))
+                        .unwrap_or_else(|| safe_fs::Error::io("create directory", path)(e))
                 })?;
             Ok(true)
         }
-        Err(e) => Err(Error::io("inspect", path)(e)),
+        Err(e) => Err(safe_fs::Error::io("inspect", path)(e)),
     }
 }
 
@@ -380,6 +385,12 @@ enum StageError {
 impl From<Error> for StageError {
     fn from(e: Error) -> Self {
         StageError::Other(e)
+    }
+}
+
+impl From<safe_fs::Error> for StageError {
+    fn from(e: safe_fs::Error) -> Self {
+        StageError::Other(e.into())
     }
 }
 
@@ -401,16 +412,18 @@ fn stage_output(
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(mismatch("is missing")),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(mismatch("is a symlink")),
-        Err(e) => return Err(Error::io("open", source)(e).into()),
+        Err(e) => return Err(safe_fs::Error::io("open", source)(e).into()),
     };
-    let meta = original.metadata().map_err(Error::io("inspect", source))?;
+    let meta = original
+        .metadata()
+        .map_err(safe_fs::Error::io("inspect", source))?;
     if !meta.is_file() {
         return Err(mismatch("is not a regular file"));
     }
 
     if let Some(temp) = link.then(|| try_link(source, dir, &meta)).flatten() {
-        let file = open_no_follow(&temp).map_err(Error::io("open", &temp))?;
-        let (sha, size) = sha256_reader(&file).map_err(Error::io("read", source))?;
+        let file = open_no_follow(&temp).map_err(safe_fs::Error::io("open", &temp))?;
+        let (sha, size) = sha256_reader(&file).map_err(safe_fs::Error::io("read", source))?;
         if sha != record.sha256 || size != record.size {
             return Err(mismatch("has changed"));
         }
@@ -425,7 +438,7 @@ fn stage_output(
     }
     temp.as_file()
         .sync_all()
-        .map_err(Error::io("sync", &temp_path))?;
+        .map_err(safe_fs::Error::io("sync", &temp_path))?;
     Ok((temp.into_temp_path(), false))
 }
 
@@ -470,7 +483,8 @@ fn copy_hashing(
     to: &mut File,
     from_path: &Path,
     to_path: &Path,
-) -> Result<(String, u64), Error> {
+) -> Result<(String, u64), safe_fs::Error> {
+    use safe_fs::Error;
     use std::io::Write;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -511,24 +525,6 @@ fn read_manifest(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// One line of a SHA256SUMS as `sha256sum` writes it, "<64 hex digits>  <name>" (or " *" for
-/// binary mode): the digest and the name, or `None` for any other line.
-pub(crate) fn parse_sums_line(line: &str) -> Option<(&str, &str)> {
-    let (sha, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
-    let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty();
-    valid.then_some((sha, name))
-}
-
-/// SHA256SUMS in the format `sha256sum -c` reads: "<hex>  <name>", sorted by name.
-fn sums_text<'a>(files: impl Iterator<Item = &'a DeployedFile>) -> String {
-    let mut files: Vec<&DeployedFile> = files.collect();
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    files
-        .iter()
-        .map(|f| format!("{}  {}\n", f.sha256, f.name))
-        .collect()
-}
-
 /// The seed's README, with a reproducible date, the files that are really there and the tool
 /// that assembled them (a rebuilt tool shows here even when the blobs come out the same).
 pub fn readme_text(spec: &Spec, kernel_name: Option<&str>) -> String {
@@ -546,12 +542,9 @@ pub fn readme_text(spec: &Spec, kernel_name: Option<&str>) -> String {
     if let Some(name) = kernel_name {
         files.push((name, "Kernel image (Xen PV-capable)"));
     }
-    files.push((INITRAMFS_OUTPUT, "Tiny initramfs (busybox + preinit)"));
-    files.push((ROOTFS_OUTPUT, "Root filesystem with container tools"));
-    files.push((
-        SUMS_FILE,
-        "SHA-256 of every file here (sha256sum -c SHA256SUMS)",
-    ));
+    files.push((INITRAMFS, "Tiny initramfs (busybox + preinit)"));
+    files.push((ROOTFS, "Root filesystem with container tools"));
+    files.push((SUMS, "SHA-256 of every file here (sha256sum -c SHA256SUMS)"));
     let width = files.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let mut text = format!(
         "vxn Boot Blobs (Xen DomU)\n\
@@ -569,7 +562,7 @@ pub fn readme_text(spec: &Spec, kernel_name: Option<&str>) -> String {
         spec.machine,
         spec.multiconfig,
         spec.runtime,
-        assemble::tool_identity()
+        tool_identity()
     );
     for (name, what) in files {
         text.push_str(&format!("  {name:<width$} - {what}\n"));
@@ -681,7 +674,7 @@ mod tests {
     #[test]
     fn manifest_takes_only_plain_names() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(SUMS_FILE);
+        let path = dir.path().join(SUMS);
         let sha = "0".repeat(64);
         fs::write(
             &path,

@@ -1,12 +1,14 @@
-//! The crate-level error: every failure `compile`, `deploy` and `demo` can report, each a
-//! sentence that names the file involved and, where there is one, what to do about it.
+//! The crate-level error: every failure `compile`, `deploy`, `install` and `demo` can report,
+//! each a sentence that names the file involved and, where there is one, what to do about it.
 //!
-//! Module errors (spec, initramfs, kernel, squashfs, check) are wrapped transparently so their own
-//! wording reaches the user unchanged; the variants here cover what only the commands know.
+//! Only the command modules return it. The modules below them have their own typed errors
+//! (spec, initramfs, kernel, squashfs, check, blob_set, safe_fs), wrapped here transparently so
+//! their wording reaches the user unchanged; the variants of its own cover what only the commands
+//! know.
 
 use std::path::PathBuf;
 
-use crate::{check, initramfs, kernel, spec, squashfs};
+use crate::{blob_set, check, initramfs, kernel, safe_fs, spec, squashfs};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,15 +28,12 @@ pub enum Error {
     /// A directory could not be checked at all.
     #[error(transparent)]
     Check(#[from] check::Error),
-    /// A file operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done, as a verb phrase ("create", "read", "rename into place").
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation failed, or a path the tool writes is not safe to use.
+    #[error(transparent)]
+    File(#[from] safe_fs::Error),
+    /// compile's record could not be written.
+    #[error(transparent)]
+    Record(#[from] blob_set::Error),
     /// An input the spec names does not exist; `hint` says how to produce it.
     #[error("{what} not found at {}. {hint}", path.display())]
     MissingInput {
@@ -45,17 +44,6 @@ pub enum Error {
     /// An input exists but is not a regular file.
     #[error("{what} {} is not a regular file; point the spec at the file itself", path.display())]
     NotAFile { what: &'static str, path: PathBuf },
-    /// A directory the spec names is missing or is not a directory.
-    #[error("{field} {} {problem}", path.display())]
-    Directory {
-        /// The spec key ("build_dir", "deploy_dir").
-        field: &'static str,
-        path: PathBuf,
-        problem: String,
-    },
-    /// Something at a path the tool writes is not what the tool put there (e.g. a symlink).
-    #[error("refusing to use {}: {why}", path.display())]
-    Unsafe { path: PathBuf, why: String },
     /// `deploy` found no completed compile matching the spec.
     #[error("{} holds no completed compile for spec {} ({reason}); run `vxn-blobs compile --spec {}` first", build_dir.display(), spec.display(), spec.display())]
     NotCompiled {
@@ -87,19 +75,4 @@ fn numbered(items: &[String]) -> String {
         .map(|(i, item)| format!("({}) {item}", i + 1))
         .collect();
     items.join(" ")
-}
-
-impl Error {
-    /// A closure for `map_err` that wraps an I/O error with what was done to which path.
-    pub(crate) fn io(
-        action: &'static str,
-        path: &std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_path_buf();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    }
 }

@@ -4,27 +4,41 @@
 //! The crate assembles the Xen DomU boot blobs of meta-virtualization's vxn: a kernel, a tiny
 //! initramfs and a squashfs root filesystem into which two init scripts are injected.
 //!
-//! - [`squashfs`] is the engine: it injects files into an existing squashfs image while keeping
-//!   every inode, xattr, hardlink and table of the source, and it knows nothing of BitBake.
-//! - [`spec`] reads the JSON spec that BitBake (or a user) writes; [`initramfs`] and [`kernel`]
-//!   check those inputs; [`assemble`] is `compile` (the seed's do_compile, with a digest that
-//!   lets an unchanged rerun reuse its outputs) and [`deploy`] is `deploy` (atomic install,
-//!   README, SHA256SUMS, and the boot check of what it installs; also `install` for a package);
-//!   [`check`] finds what would stop a DomU from booting a deployed set; [`demo`] builds a small
-//!   input set and runs compile and deploy. compile and deploy share the file-safety helpers of
-//!   `safe_fs` (lock, staging, commit, no-follow opens, hashing).
-//! - [`Error`] is the crate-level error those return; every message names the file involved.
+//! # Layers
+//!
+//! Imports point down this table, never up: each module uses only modules listed below it, as
+//! its last column says (tests/python/test_layers.py holds the code to this table). The
+//! commands are on top, the crate-level [`Error`] under them (only they return it), then what
+//! they share, the engine and the input checks, and the file helpers at the bottom. Each module
+//! under the commands has a typed error of its own, which [`Error`] wraps.
+//!
+//! | module | what it is | uses |
+//! |---|---|---|
+//! | [`demo`] | `demo`: makes a small input set, runs compile and deploy, explains the result | compile, deploy, check, spec, blob_set, squashfs, kernel, safe_fs, error |
+//! | [`deploy`] | `deploy` and `install`: a completed compile installed atomically, boot-checked first | check, spec, blob_set, identity, safe_fs, error |
+//! | [`compile`] | `compile`: the seed's do_compile, with a digest that lets an unchanged rerun reuse its outputs | spec, blob_set, squashfs, initramfs, kernel, identity, safe_fs, error |
+//! | `error` | [`Error`], what a command can fail with | check, spec, blob_set, squashfs, initramfs, kernel, safe_fs |
+//! | [`check`] | `check`: what would stop a DomU from booting a `vxn/<arch>` set | blob_set, squashfs, initramfs, kernel, safe_fs |
+//! | [`spec`] | the JSON spec, raw then resolved | blob_set, squashfs, kernel |
+//! | [`blob_set`] | the set's file names, SHA256SUMS, and the record compile leaves for deploy | safe_fs |
+//! | [`squashfs`] | the engine: injects files into a squashfs image, keeping everything else; knows nothing of BitBake | identity, safe_fs |
+//! | [`initramfs`] | gzip + newc cpio checks | - |
+//! | [`kernel`] | kernel header magic checks | - |
+//! | `identity` | which build of the tool is running ([`tool_identity`]) | safe_fs |
+//! | `safe_fs` | lock, staged temporary files, commit with fsync, no-follow opens, sha256 | - |
 //!
 //! Nothing in the library prints: progress goes through callbacks and the rest through `log`.
 //!
 //! The command-line front end (`src/main.rs`) only parses arguments, calls into this crate and
 //! reports errors.
 
-pub mod assemble;
+pub mod blob_set;
 pub mod check;
+pub mod compile;
 pub mod demo;
 pub mod deploy;
 mod error;
+mod identity;
 pub mod initramfs;
 pub mod kernel;
 mod safe_fs;
@@ -32,32 +46,4 @@ pub mod spec;
 pub mod squashfs;
 
 pub use error::Error;
-
-/// The first 16 hex digits of the running executable's sha256, read once per process; `None`
-/// when the executable cannot be read.
-pub(crate) fn executable_digest() -> Option<&'static str> {
-    static DIGEST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    DIGEST
-        .get_or_init(|| {
-            let (sha, _) = std::env::current_exe()
-                .and_then(std::fs::File::open)
-                .and_then(safe_fs::sha256_reader)
-                .ok()?;
-            Some(sha[..16].to_string())
-        })
-        .as_deref()
-}
-
-/// The tool identity that goes into compile's digest: the version and a digest of the running
-/// executable, so that neither a new release nor a rebuilt development binary (same version,
-/// changed code) reuses outputs an older build made.
-pub fn tool_identity() -> &'static str {
-    static TOOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TOOL.get_or_init(|| {
-        let version = concat!("vxn-blobs ", env!("CARGO_PKG_VERSION"));
-        match executable_digest() {
-            Some(sha) => format!("{version} (executable sha256 {sha})"),
-            None => version.to_string(),
-        }
-    })
-}
+pub use identity::tool_identity;

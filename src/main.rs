@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use log::LevelFilter;
 
-use vxn_blobs::assemble::{self, CompileReport};
 use vxn_blobs::check;
+use vxn_blobs::compile::{self, CompileReport};
 use vxn_blobs::deploy::{self, DeployReport};
 use vxn_blobs::spec::{self, Spec};
 use vxn_blobs::squashfs::{self, Compression, InjectOptions, Injection};
@@ -265,7 +265,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Compile { spec, progress } => {
             let spec = Spec::load(&spec)?;
-            let report = compile(&spec, progress)?;
+            let report = run_compile(&spec, progress)?;
             print_compile(&spec, &report);
             Ok(())
         }
@@ -297,9 +297,9 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Runs compile, printing each new percentage on its own line when asked.
-fn compile(spec: &Spec, progress: bool) -> Result<CompileReport, vxn_blobs::Error> {
+fn run_compile(spec: &Spec, progress: bool) -> Result<CompileReport, vxn_blobs::Error> {
     let mut stdout = std::io::stdout();
-    assemble::compile(spec, &mut |pct| {
+    compile::run(spec, &mut |pct| {
         if progress {
             // A failed write to stdout must not fail the build; BitBake only reads it.
             let _ = writeln!(stdout, "{pct}%");

@@ -17,7 +17,42 @@ use log::{debug, info, warn};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
-use crate::error::Error;
+/// Why a file operation of the tool failed; each message names the path and what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, as a verb phrase ("create", "read", "rename into place").
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A directory the spec names is missing or is not a directory.
+    #[error("{field} {} {problem}", path.display())]
+    Directory {
+        /// The spec key or option ("build_dir", "deploy_dir", "destdir").
+        field: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    /// Something at a path the tool writes is not what the tool put there (e.g. a symlink).
+    #[error("refusing to use {}: {why}", path.display())]
+    Unsafe { path: PathBuf, why: String },
+}
+
+impl Error {
+    /// A closure for `map_err` that wraps an I/O error with what was done to which path.
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
 
 /// The lock file that serializes compiles and deploys on one `build_dir`.
 pub const LOCK_FILE: &str = ".vxn-blobs.lock";
@@ -346,11 +381,11 @@ impl<R: Read> Read for Tee<'_, R> {
 /// `consume` must read to the end. A failed write is reported against the staged file, whatever
 /// `consume` made of the interrupted stream.
 /// Returns the synced staged file, the sha256 and size of what was copied, and `consume`'s value.
-pub(crate) fn stage_copy<T>(
+pub(crate) fn stage_copy<T, E: From<Error>>(
     input: &Path,
     dir: &Path,
-    consume: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
-) -> Result<(tempfile::NamedTempFile, (String, u64), T), Error> {
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, E>,
+) -> Result<(tempfile::NamedTempFile, (String, u64), T), E> {
     let source = File::open(input).map_err(Error::io("open", input))?;
     let mut temp = new_temp(dir)?;
     let temp_path = temp.path().to_path_buf();
@@ -363,7 +398,7 @@ pub(crate) fn stage_copy<T>(
     };
     let consumed = consume(&mut tee);
     if let Some(e) = tee.write_error.take() {
-        return Err(Error::io("write", &temp_path)(e));
+        return Err(Error::io("write", &temp_path)(e).into());
     }
     let value = consumed?;
     let hashed = (hex(&tee.hasher.finalize()), tee.size);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::check;
+use crate::blob_set;
 use crate::kernel::{KernelArch, SUPPORTED_TARGET_ARCHES};
 use crate::squashfs::{Compression, Injection};
 
@@ -21,7 +21,7 @@ use crate::squashfs::{Compression, Injection};
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// File names `deploy` writes itself; `kernel_name` must not collide with them.
-pub const RESERVED_NAMES: [&str; 4] = ["initramfs.cpio.gz", "rootfs.img", "README", "SHA256SUMS"];
+pub const RESERVED_NAMES: [&str; 4] = blob_set::DEPLOYED_NAMES;
 
 /// Largest spec file read: a real one is a few hundred bytes, and reading stops here even if
 /// the path names something endless.
@@ -123,7 +123,19 @@ pub struct Spec {
     /// Worker threads for the engine; 0 means all cores. Does not change any output byte.
     pub jobs: usize,
     /// What deploy does with the boot check's findings. Does not change any output byte.
-    pub check: check::Mode,
+    pub check: CheckMode,
+}
+
+/// What deploy and install do with the boot check's findings (the spec's `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckMode {
+    /// Do not check.
+    Off,
+    /// Log each finding as a warning and install anyway.
+    #[default]
+    Warn,
+    /// Install nothing when there is a finding.
+    Error,
 }
 
 /// Why a spec could not be used.
@@ -394,9 +406,9 @@ impl RawSpec {
             source_date_epoch,
             jobs: self.jobs.unwrap_or(0),
             check: match self.check {
-                None | Some(RawCheck::Warn) => check::Mode::Warn,
-                Some(RawCheck::Off) => check::Mode::Off,
-                Some(RawCheck::Error) => check::Mode::Error,
+                None | Some(RawCheck::Warn) => CheckMode::Warn,
+                Some(RawCheck::Off) => CheckMode::Off,
+                Some(RawCheck::Error) => CheckMode::Error,
             },
         })
     }
@@ -543,7 +555,7 @@ mod tests {
         assert_eq!(spec.compression, Compression::Xz);
         assert!(!spec.kernel_required);
         assert_eq!(spec.jobs, 0);
-        assert_eq!(spec.check, check::Mode::Warn);
+        assert_eq!(spec.check, CheckMode::Warn);
         assert_eq!(spec.source_date_epoch, None);
     }
 
@@ -695,15 +707,15 @@ mod tests {
     fn check_takes_off_warn_or_error() {
         assert_eq!(
             load(&with("check", "\"error\""), None).unwrap().check,
-            check::Mode::Error
+            CheckMode::Error
         );
         assert_eq!(
             load(&with("check", "\"off\""), None).unwrap().check,
-            check::Mode::Off
+            CheckMode::Off
         );
         assert_eq!(
             load(&with("check", "null"), None).unwrap().check,
-            check::Mode::Warn
+            CheckMode::Warn
         );
         let err = load(&with("check", "\"strict\""), None).unwrap_err();
         assert!(

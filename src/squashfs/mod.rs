@@ -69,6 +69,7 @@ mod format;
 mod image;
 mod inode;
 mod metadata;
+mod resolve;
 mod reuse;
 mod sample;
 mod view;
@@ -77,9 +78,10 @@ mod xattr;
 
 pub use error::{Corruption, Error};
 pub use inode::Kind;
+pub use resolve::{Link, LookupError, MAX_SYMLINKS};
 pub use reuse::{record_path, RECORD_SUFFIX};
 pub use sample::write_sample_image;
-pub use view::{Entry, LookupError, View, MAX_SYMLINKS};
+pub use view::{Entry, View};
 
 use image::{Content, Image, Node, NodeId};
 use inode::{Body, Inode};
@@ -99,7 +101,7 @@ pub fn inject(
     check_injections(input, injections)?;
     let mut img = Image::open(input)?;
     let mtime = opts.source_date_epoch.unwrap_or(img.sb.mkfs_time);
-    apply(&mut img, input, injections, mtime)?;
+    let injected = apply(&mut img, input, injections, mtime)?;
 
     let input_compressor = img.compressor_name().to_string();
     let keep_raw = opts.compression == Compression::Keep || img.sb.compressor_id == codec::XZ;
@@ -131,10 +133,6 @@ pub fn inject(
         img.sb.inode_count,
         if keep_raw { "copied raw" } else { "transcoded" }
     );
-    let injected: Vec<(String, NodeId)> = injections
-        .iter()
-        .filter_map(|inj| img.lookup(&inj.dest).map(|id| (inj.dest.clone(), id)))
-        .collect();
     let mut reuse = match &opts.reuse {
         Some(previous) if !keep_raw => prepare_reuse(&img, &plan, previous),
         _ => writer::Reuse::default(),
@@ -293,9 +291,21 @@ fn check_injections(input: &Path, injections: &[Injection]) -> Result<(), Error>
 /// Applies the injections to the in-memory image, as `install -m MODE` would: a new inode owned
 /// by root, replacing any non-directory at the destination. Other hardlinks of a replaced inode
 /// keep it (with one link fewer); an inode left with no link is dropped and its number reused.
-fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) -> Result<(), Error> {
+///
+/// DEST's directories are found as `install` into the unpacked tree would follow them, through
+/// symlinks (a usrmerged `/sbin -> usr/sbin`), but inside the image: an absolute target starts
+/// at the image's root and `..` stops there. DEST itself is not followed: a symlink there is
+/// replaced, as `install` unlinks it. Returns each injected file's path, symlinks resolved, with
+/// its node.
+fn apply(
+    img: &mut Image,
+    input: &Path,
+    injections: &[Injection],
+    mtime: u32,
+) -> Result<Vec<(String, NodeId)>, Error> {
+    let mut injected: Vec<(String, NodeId)> = Vec::new();
     if injections.is_empty() {
-        return Ok(());
+        return Ok(injected);
     }
     let root_id = match img.ids.iter().position(|id| *id == 0) {
         Some(i) => i as u16,
@@ -319,16 +329,38 @@ fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) ->
             why,
         };
         let (parent_path, name) = inj.dest.rsplit_once('/').unwrap_or(("", &inj.dest));
-        let parent = img.lookup(parent_path).ok_or_else(|| {
-            bad(format!(
-                "its parent directory {parent_path:?} does not exist in the image"
-            ))
-        })?;
+        let mut links = Vec::new();
+        let (parent, resolved_parent) = img
+            .resolve(parent_path, true, &mut links)
+            .map_err(|e| bad(unresolved_parent(parent_path, &e, &links)))?;
         if img.nodes[parent].inode.kind != Kind::Dir {
+            let kind = img.nodes[parent].inode.kind;
+            return Err(bad(if links.is_empty() {
+                format!("{parent_path:?} is a {kind} in the image, not a directory")
+            } else {
+                format!(
+                    "{parent_path:?} leads through {} to {resolved_parent}, which is a {kind} in the image, not a directory",
+                    via(&links)
+                )
+            }));
+        }
+        let resolved = match resolved_parent.as_str() {
+            "/" => format!("/{name}"),
+            dir => format!("{dir}/{name}"),
+        };
+        if let Some(i) = injected.iter().position(|(at, _)| *at == resolved) {
             return Err(bad(format!(
-                "{parent_path:?} is a {} in the image, not a directory",
-                img.nodes[parent].inode.kind
+                "it is the same file in the image as the destination {} (both are {resolved}); give each file once",
+                injections[i].dest
             )));
+        }
+        if !links.is_empty() {
+            log::info!(
+                "{}: {} goes to {resolved}, through {}",
+                input.display(),
+                inj.dest,
+                via(&links)
+            );
         }
         let children = &img.nodes[parent].children;
         let slot = children.binary_search_by(|(n, _)| n.as_slice().cmp(name.as_bytes()));
@@ -387,6 +419,7 @@ fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) ->
         img.nodes[parent]
             .children
             .insert(insert_at, (name.as_bytes().to_vec(), id));
+        injected.push((resolved, id));
     }
     // mksquashfs numbers the root's ".." one past the last inode; keep that true.
     let old_count = img.sb.inode_count;
@@ -396,7 +429,46 @@ fn apply(img: &mut Image, input: &Path, injections: &[Injection], mtime: u32) ->
             *parent = img.sb.inode_count + 1;
         }
     }
-    Ok(())
+    Ok(injected)
+}
+
+/// Why DEST's parent directory cannot be found, naming the symlinks the lookup followed.
+fn unresolved_parent(parent: &str, error: &LookupError, links: &[Link]) -> String {
+    match error {
+        LookupError::Missing { .. } if links.is_empty() => {
+            format!("its parent directory {parent:?} does not exist in the image")
+        }
+        LookupError::NotADirectory { at, kind } if links.is_empty() => {
+            format!("{at:?} is a {kind} in the image, not a directory")
+        }
+        LookupError::TooManySymlinks => format!(
+            "its parent directory {parent:?} cannot be found: it leads through more than {MAX_SYMLINKS} symlinks, a loop ({}); fix the links in the image",
+            via(links)
+        ),
+        LookupError::Missing { at } => format!(
+            "its parent directory {parent:?} does not exist in the image: it leads through {} to {at}, which does not exist; fix the link or give DEST's real directory",
+            via(links)
+        ),
+        LookupError::NotADirectory { at, kind } => format!(
+            "its parent directory {parent:?} is not a directory in the image: it leads through {} to {at}, which is a {kind}; fix the link or give DEST's real directory",
+            via(links)
+        ),
+    }
+}
+
+/// "the symlink /sbin -> usr/sbin", or "the symlinks A -> B, B -> C" (each named once).
+fn via(links: &[Link]) -> String {
+    let mut named: Vec<String> = Vec::new();
+    for link in links {
+        let text = link.to_string();
+        if !named.contains(&text) {
+            named.push(text);
+        }
+    }
+    match named.len() {
+        1 => format!("the symlink {}", named[0]),
+        _ => format!("the symlinks {}", named.join(", ")),
+    }
 }
 
 /// Creates `output` through a temporary file in the same directory: `write` fills it, and only

@@ -73,7 +73,7 @@ pub(crate) fn settings(
     block_size: u32,
     compress: bool,
 ) -> Option<String> {
-    let exe = crate::executable_digest()?;
+    let exe = crate::identity::executable_digest()?;
     Some(format!(
         "vxn-blobs {} executable sha256 {exe}; source {source:?}; output {output:?}; block size {block_size}; compress {compress}",
         env!("CARGO_PKG_VERSION")

@@ -1,6 +1,6 @@
 //! A read-only view of an image as a booted system sees it: paths resolved through symlinks
-//! inside the image (an absolute target restarts at the image's root, not the host's), and a
-//! file's leading bytes read without reading the rest.
+//! inside the image (by the resolver the engine places injected files with), and a file's
+//! leading bytes read without reading the rest.
 //!
 //! `check` needs both to tell whether an init script, its interpreter and the files it sources
 //! exist where the kernel and the shell will look for them after `switch_root`. The image is
@@ -13,9 +13,7 @@ use super::error::Error;
 use super::format::{DATA_UNCOMPRESSED, NO_FRAGMENT};
 use super::image::{Image, NodeId};
 use super::inode::{Body, Kind};
-
-/// Symlinks followed in one lookup before giving up, as Linux does (MAXSYMLINKS).
-pub const MAX_SYMLINKS: usize = 40;
+use super::resolve::LookupError;
 
 /// An image opened for lookups and reads.
 pub struct View {
@@ -37,20 +35,6 @@ pub struct Entry {
     /// A symlink's target, when the last component was not followed.
     pub target: Option<Vec<u8>>,
     id: NodeId,
-}
-
-/// Why a path does not lead to a file in the image.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LookupError {
-    /// A component does not exist; `at` is the path that was looked for, symlinks resolved.
-    #[error("{at} does not exist")]
-    Missing { at: String },
-    /// A component that must be a directory is not one.
-    #[error("{at} is a {kind}, not a directory")]
-    NotADirectory { at: String, kind: Kind },
-    /// The path runs through more than [`MAX_SYMLINKS`] symlinks (a loop, usually).
-    #[error("resolving it follows more than {MAX_SYMLINKS} symlinks (a symlink loop?)")]
-    TooManySymlinks,
 }
 
 impl View {
@@ -78,55 +62,8 @@ impl View {
     /// Finds `path` (absolute or relative to the root) inside the image. Symlinks in the middle
     /// are always followed; the last component only when `follow_last`, as stat(2) and lstat(2).
     pub fn lookup(&self, path: &str, follow_last: bool) -> Result<Entry, LookupError> {
-        let nodes = &self.img.nodes;
-        // The directories from the root down to where the walk is, with their names.
-        let mut stack: Vec<(NodeId, Vec<u8>)> = Vec::new();
-        let mut pending: Vec<Vec<u8>> = components(path.as_bytes());
-        pending.reverse();
-        let mut followed = 0;
-        let here = |stack: &[(NodeId, Vec<u8>)]| stack.last().map_or(self.img.root, |s| s.0);
-        while let Some(part) = pending.pop() {
-            match part.as_slice() {
-                b"." => continue,
-                b".." => {
-                    stack.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let dir = &nodes[here(&stack)];
-            if dir.inode.kind != Kind::Dir {
-                return Err(LookupError::NotADirectory {
-                    at: show(&stack),
-                    kind: dir.inode.kind,
-                });
-            }
-            let Ok(i) = dir
-                .children
-                .binary_search_by(|(name, _)| name.as_slice().cmp(&part))
-            else {
-                stack.push((self.img.root, part));
-                return Err(LookupError::Missing { at: show(&stack) });
-            };
-            let child = dir.children[i].1;
-            match &nodes[child].inode.body {
-                Body::Symlink { target } if follow_last || !pending.is_empty() => {
-                    followed += 1;
-                    if followed > MAX_SYMLINKS {
-                        return Err(LookupError::TooManySymlinks);
-                    }
-                    if target.first() == Some(&b'/') {
-                        stack.clear();
-                    }
-                    let mut more = components(target);
-                    more.reverse();
-                    pending.extend(more);
-                }
-                _ => stack.push((child, part)),
-            }
-        }
-        let id = here(&stack);
-        let inode = &nodes[id].inode;
+        let (id, path) = self.img.resolve(path, follow_last, &mut Vec::new())?;
+        let inode = &self.img.nodes[id].inode;
         let owner = |i: u16| self.img.ids.get(usize::from(i)).copied().unwrap_or(0);
         let (size, target) = match &inode.body {
             Body::File { file_size, .. } => (*file_size, None),
@@ -134,7 +71,7 @@ impl View {
             _ => (0, None),
         };
         Ok(Entry {
-            path: show(&stack),
+            path,
             kind: inode.kind,
             mode: inode.mode & 0o7777,
             uid: owner(inode.uid_idx),
@@ -240,25 +177,6 @@ impl Error {
             },
         }
     }
-}
-
-/// The non-empty components of a path.
-fn components(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// The path of a walk's stack, as text for messages.
-fn show(stack: &[(NodeId, Vec<u8>)]) -> String {
-    if stack.is_empty() {
-        return "/".into();
-    }
-    stack
-        .iter()
-        .map(|(_, name)| format!("/{}", String::from_utf8_lossy(name)))
-        .collect()
 }
 
 #[cfg(test)]

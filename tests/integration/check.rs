@@ -554,3 +554,63 @@ fn deploy_checks_the_set_before_installing_it() {
         "{run:#?}"
     );
 }
+
+/// On a usrmerged rootfs (/bin -> usr/bin, /sbin -> usr/sbin) without an init of its own, a
+/// spec that injects /sbin/init gives a set the boot check passes: check reads /sbin/init, its
+/// `#!/bin/sh` and the scripts through the links where inject put them. Without that injection
+/// the same set is refused, which shows the check looked.
+#[test]
+fn an_init_injected_below_a_usrmerged_sbin_is_the_one_check_reads() {
+    let Some((dir, _)) = ready("an_init_injected_below_a_usrmerged_sbin_is_the_one_check_reads")
+    else {
+        return;
+    };
+    let tree = Rootfs {
+        root: dir.path().join("usrmerged"),
+    };
+    for d in ["usr/bin", "usr/sbin", "etc", "dev", "proc"] {
+        fs::create_dir_all(tree.host(d)).unwrap();
+    }
+    tree.link("/bin", "usr/bin");
+    tree.link("/sbin", "usr/sbin");
+    tree.file("/usr/bin/busybox", b"\x7fELF stand-in", 0o755);
+    tree.link("/usr/bin/sh", "busybox");
+    tree.file("/etc/hostname", b"vxn\n", 0o644);
+    let mut fx = Fixture::new(&dir.path().join("set"), Arch::X86_64);
+    tree.image(&fx.input("rootfs"));
+    fs::write(fx.root.join("inputs/init"), INIT).unwrap();
+    fx.spec["inject"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"source": "inputs/init", "dest": "/sbin/init", "mode": "0755"}));
+    fx.set("check", json!("error"));
+    fx.compile(&dir);
+    fx.deploy(&dir);
+    let rootfs = fx.deployed().join("rootfs.img");
+    let listing = run_ok(Command::new("unsquashfs").args(["-lln"]).arg(&rootfs)).stdout;
+    let listing = String::from_utf8_lossy(&listing);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x 0/0") && l.ends_with("squashfs-root/usr/sbin/init")),
+        "{listing}"
+    );
+    let deployed = Blobs {
+        dir: &dir,
+        path: fx.deployed(),
+    };
+    let summary = deployed.passes(&["--init", "/sbin/init"]);
+    assert!(
+        summary.contains("/sbin/init runs /bin/sh (/usr/bin/busybox)"),
+        "{summary}"
+    );
+
+    fx.spec["inject"].as_array_mut().unwrap().pop();
+    fx.write_spec();
+    fx.compile(&dir);
+    let line = dir.run(&["deploy", "--spec", &fx.spec_arg()]).error_line();
+    assert!(
+        line.contains("has no executable /init or /sbin/init"),
+        "{line}"
+    );
+}

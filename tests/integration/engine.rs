@@ -1532,3 +1532,125 @@ fn bad_injections() {
     ));
     report(fail);
 }
+
+/// A usrmerged rootfs (/sbin -> usr/sbin, /bin -> usr/bin, /lib64 -> /usr/lib, ...): each DEST
+/// lands where the seed's `install -m 0755 SRC rootfs-unsquash/DEST` puts it, through relative
+/// and absolute links alike and never outside the image, and nothing else changes (owners,
+/// xattrs, hardlinks, the links themselves), as the fidelity tests' oracles see it; a rerun
+/// writes the same bytes.
+#[test]
+fn usrmerged_destinations_land_where_install_puts_them() {
+    if !can_run("usrmerged_destinations_land_where_install_puts_them", TOOLS) {
+        return;
+    }
+    let tree = fixtures::usrmerged_tree();
+    let img = fixtures::image(&tree, "gzip", K128);
+    // (DEST as given, where install puts it)
+    let dests = [
+        ("/sbin/init", "/usr/sbin/init"),
+        ("/bin/wall", "/usr/bin/wall"),
+        ("/lib64/vxn-helper.sh", "/usr/lib/vxn-helper.sh"),
+        ("/up/vxn-up.sh", "/usr/share/vxn-up.sh"),
+    ];
+    let given = scripts_at(&dests.map(|(dest, _)| dest));
+    let landed = Scripts {
+        _dir: tempfile::tempdir().unwrap(),
+        files: given
+            .files
+            .iter()
+            .zip(dests)
+            .map(|((_, source, bytes), (_, at))| (at.to_string(), source.clone(), bytes.clone()))
+            .collect(),
+    };
+    let mut failures = Vec::new();
+    for keep in [false, true] {
+        let variant = format!(
+            "usrmerged {} -> {}",
+            img.name,
+            if keep { "keep" } else { "xz" }
+        );
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("rootfs.img");
+        let run = vxn(inject_args(&img.path, &out, &given, keep), None);
+        if !succeeded(&run) || run.stderr.contains("panicked") {
+            failures.push(format!("{variant}: inject failed: {run:#?}"));
+            continue;
+        }
+        for (dest, at) in dests {
+            if !run
+                .stderr
+                .contains(&format!("{dest} goes to {at}, through the symlink"))
+            {
+                failures.push(format!(
+                    "{variant}: the log does not say where {dest} went: {run:#?}"
+                ));
+            }
+        }
+        let mut problems = check_injection(&img, &out, &landed, keep);
+        let at = landed.dests();
+        sqfsdiff(
+            &img.path,
+            &out,
+            "--inode-num",
+            &at,
+            &parents(&at),
+            &mut problems,
+        );
+        let again = out_dir.path().join("again.img");
+        let rerun = vxn(inject_args(&img.path, &again, &given, keep), None);
+        if !succeeded(&rerun) || fs::read(&again).ok() != fs::read(&out).ok() {
+            problems.push(format!("a rerun does not write the same bytes: {rerun:#?}"));
+        }
+        failures.extend(problems.into_iter().map(|f| format!("{variant}: {f}")));
+    }
+    assert_none("usrmerged injection", failures);
+}
+
+/// A DEST below a dangling link, a link loop or a link to a file is refused cleanly, and the
+/// message names DEST and the link.
+#[test]
+fn usrmerged_bad_links_name_dest_and_link() {
+    if !can_run("usrmerged_bad_links_name_dest_and_link", TOOLS) {
+        return;
+    }
+    let tree = fixtures::usrmerged_tree();
+    let img = fixtures::image(&tree, "gzip", K128);
+    let script = scripts();
+    let mut fail = Vec::new();
+    for (case, dest, link) in [
+        (
+            "dangling link",
+            "/broken/vxn-init.sh",
+            "/broken -> usr/nowhere",
+        ),
+        ("link loop", "/loop-a/vxn-init.sh", "/loop-a -> loop-b"),
+        (
+            "link to a file",
+            "/tofile/vxn-init.sh",
+            "/tofile -> etc/hostname",
+        ),
+        (
+            "missing below a link",
+            "/sbin/no/vxn-init.sh",
+            "/sbin -> usr/sbin",
+        ),
+    ] {
+        for needle in [format!("cannot inject {dest} into"), link.to_string()] {
+            let out_dir = tempfile::tempdir().unwrap();
+            let out = out_dir.path().join("rootfs.img");
+            let mut add = OsString::from(script.init().as_os_str());
+            add.push(":");
+            add.push(dest);
+            let args = vec![
+                "inject".into(),
+                img.path.clone().into(),
+                "--output".into(),
+                out.clone().into(),
+                "--add".into(),
+                add,
+            ];
+            fail.extend(expect_clean_failure(case, args, &out, &needle));
+        }
+    }
+    report(fail);
+}

@@ -498,3 +498,31 @@ fn fixture_images_hold_every_feature() {
         .count();
     assert_eq!(in_big, BIG_DIR_ENTRIES);
 }
+
+/// The symlinks of [`usrmerged_tree`]: where each is and what it says. The first four are the
+/// usrmerge layout (OE-core's `usrmerge`, Debian since 12), one of them absolute; `/up` climbs
+/// past the root, which stops `..` inside the image; the last three are what a bad DEST meets.
+pub const USRMERGE_LINKS: [(&str, &str); 8] = [
+    ("/sbin", "usr/sbin"),
+    ("/lib", "usr/lib"),
+    ("/lib64", "/usr/lib"),
+    ("/up", "../../../../usr/share"),
+    ("/broken", "usr/nowhere"),
+    ("/loop-a", "loop-b"),
+    ("/loop-b", "loop-a"),
+    ("/tofile", "etc/hostname"),
+];
+
+/// The feature tree of [`build_tree`], usrmerged: /bin, /sbin and /lib are symlinks into /usr,
+/// plus the other links of [`USRMERGE_LINKS`]. Callers check [`can_run`] first.
+pub fn usrmerged_tree() -> Tree {
+    let t = build_tree();
+    // build_tree's /bin holds one symlink ("usrbin"); usrmerged, it lives in /usr/bin.
+    fs::rename(t.host("/bin/usrbin"), t.host("/usr/bin/usrbin")).unwrap();
+    fs::remove_dir(t.host("/bin")).unwrap();
+    symlink("usr/bin", t.host("/bin")).unwrap();
+    for (link, target) in USRMERGE_LINKS {
+        symlink(target, t.host(link)).unwrap();
+    }
+    t
+}

@@ -203,14 +203,24 @@ def test_a_rootfs_image_change_reruns_compile(tier, bd):
 
 
 def test_a_vxn_inject_change_reruns_compile(tier, bd):
-    with open(os.path.join(scripts_dir(tier), "vxn-extra.sh"), "w") as f:
-        f.write("#!/bin/sh\necho extra\n")
+    for name in ("vxn-extra.sh", "vxn-sbin-extra.sh"):
+        with open(os.path.join(scripts_dir(tier), name), "w") as f:
+            f.write("#!/bin/sh\necho extra\n")
     tier._give_to_user(scripts_dir(tier))
-    bd.write_conf(BASE_CONF + MC_X86 + 'VXN_INJECT:append = " vxn-extra.sh:/etc/vxn-extra.sh:0700"\n')
+    # The stand-in rootfs is usrmerged (/sbin -> usr/sbin): /sbin/vxn-extra lands in /usr/sbin,
+    # as the seed's install into the unpacked tree would put it.
+    bd.write_conf(BASE_CONF + MC_X86 +
+                  'VXN_INJECT:append = " vxn-extra.sh:/etc/vxn-extra.sh:0700 vxn-sbin-extra.sh:/sbin/vxn-extra:0755"\n')
     r = bd.bitbake(RECIPE)
     record(tier, "VXN_INJECT changed", r, vxn_tasks(r))
     assert vxn_tasks(r) == ["do_compile", "do_deploy"]
-    assert listing(os.path.join(deployed(bd), "rootfs.img"))["/etc/vxn-extra.sh"].startswith("-rwx------ 0/0")
+    rootfs = os.path.join(deployed(bd), "rootfs.img")
+    after = listing(rootfs)
+    assert after["/etc/vxn-extra.sh"].startswith("-rwx------ 0/0")
+    assert after["/sbin"].startswith("lrwxrwxrwx 0/0"), after["/sbin"]
+    assert after["/usr/sbin/vxn-extra"].startswith("-rwxr-xr-x 0/0"), after["/usr/sbin/vxn-extra"]
+    assert cat(rootfs, "/usr/sbin/vxn-extra") == b"#!/bin/sh\necho extra\n"
+    assert "/sbin/vxn-extra goes to /usr/sbin/vxn-extra" in task_log(bd, "do_compile")
 
 
 def task_log(bd, task, recipe=RECIPE):

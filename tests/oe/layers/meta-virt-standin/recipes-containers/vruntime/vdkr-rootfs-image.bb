@@ -5,11 +5,15 @@ STANDIN_SUFFIX = ".rootfs.squashfs"
 
 do_image() {
     t=${STANDIN_TREE}
-    mkdir -p $t/bin $t/sbin $t/etc $t/home/user $t/usr/bin $t/dev $t/var/lib/vruntime
+    # usrmerged, as OE-core's usrmerge DISTRO_FEATURE lays a rootfs out: /bin and /sbin are links
+    # into /usr, so a VXN_INJECT entry for /sbin/... lands in /usr/sbin (tests/oe/test_build.py).
+    mkdir -p $t/usr/bin $t/usr/sbin $t/etc $t/home/user $t/dev $t/var/lib/vruntime
+    ln -s usr/bin $t/bin
+    ln -s usr/sbin $t/sbin
     # A real /bin/sh (the build host's, an ELF file) for the init scripts' #!, and the /sbin/init
     # the preinit looks for: vxn-blobs deploy checks that the boot would find both.
-    cp "$(readlink -f "$(command -v sh)")" $t/bin/sh
-    ln -s ../bin/sh $t/sbin/init
+    cp "$(readlink -f "$(command -v sh)")" $t/usr/bin/sh
+    ln -s ../bin/sh $t/usr/sbin/init
     echo "vruntime stand-in rootfs, release ${STANDIN_RELEASE}" > $t/etc/vruntime-release
     printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n' > $t/etc/passwd
     echo vruntime > $t/etc/hostname
@@ -21,7 +25,7 @@ do_image() {
     printf '#!/bin/sh\necho su\n' > $t/usr/bin/su-standin
     chmod 4755 $t/usr/bin/su-standin
     ln $t/usr/bin/su-standin $t/usr/bin/su-hardlink
-    ln -s ../usr/bin/su-standin $t/bin/su
+    ln -s su-standin $t/usr/bin/su
     # Upstream's images carry the scripts already; injection replaces them.
     printf '#!/bin/sh\necho "old vxn-init from the image"\n' > $t/vxn-init.sh
     setfattr -n user.vruntime.origin -v standin $t/etc/hostname ||
