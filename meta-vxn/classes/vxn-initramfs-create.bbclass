@@ -57,6 +57,10 @@ VXN_KERNEL_IMAGETYPE[doc] = "Kernel image file name looked up in VXN_KERNEL_DIRS
 
 VXN_MC_DEPLOY_DIR ?= "${TOPDIR}/tmp-${VXN_MULTICONFIG}/deploy/images/${MACHINE}"
 VXN_MC_DEPLOY_DIR[doc] = "Image deploy directory of the multiconfig (its TMPDIR is tmp-<multiconfig>)."
+# Where the TOPDIR lies is no input (OE-core leaves TMPDIR out of signatures for the same reason):
+# with TOPDIR in do_compile's signature, a build in another TOPDIR sharing the SSTATE_DIR could
+# not restore do_deploy, and compiled again.
+VXN_MC_DEPLOY_DIR[vardepsexclude] = "TOPDIR"
 VXN_INITRAMFS ?= "${VXN_MC_DEPLOY_DIR}/${VXN_RUNTIME}-tiny-initramfs-image-${MACHINE}.cpio.gz"
 VXN_INITRAMFS[doc] = "Tiny initramfs (gzip newc cpio) copied as initramfs.cpio.gz."
 VXN_ROOTFS ?= "${VXN_MC_DEPLOY_DIR}/${VXN_RUNTIME}-rootfs-image-${MACHINE}.rootfs.squashfs"
