@@ -342,3 +342,56 @@ vxn_run_placing() {
 }
 
 addtask deploy after do_compile before do_build
+
+# sstate unpacks do_deploy's output (from an sstate object, or as the task just left it) before
+# it copies it into DEPLOY_DIR_IMAGE: check it there against its SHA256SUMS, so that a damaged
+# object (bit rot, a bad mirror, a copy cut short) fails do_deploy_setscene and BitBake runs
+# do_compile and do_deploy instead of deploying broken blobs. A truncated object already fails
+# in tar; one whose archive is intact but whose files are not would otherwise be deployed.
+SSTATEPOSTUNPACKFUNCS:append = " vxn_verify_deploy_sstate"
+vxn_verify_deploy_sstate[doc] = "Fails the sstate install of do_deploy when the unpacked vxn/<arch>/ does not match its SHA256SUMS."
+python vxn_verify_deploy_sstate() {
+    import hashlib
+    if d.getVar('SSTATE_CURRTASK') != 'deploy':
+        return
+    arch = d.getVar('VXN_BLOB_ARCH')
+    top = os.path.join(d.getVar('SSTATE_INSTDIR'), os.path.basename(os.path.normpath(d.getVar('DEPLOYDIR'))))
+    where = os.path.join(top, 'vxn', arch)
+    setscene = d.getVar('BB_CURRENTTASK').endswith('_setscene')
+    origin = d.getVar('SSTATE_PKG') if setscene else 'do_deploy'
+
+    # From sstate a warning, as BitBake's own for an object tar cannot unpack: the setscene task
+    # fails, the real tasks run, and the build succeeds. From do_deploy itself an error.
+    def damaged(problem):
+        if not setscene:
+            bb.fatal("the output of do_deploy does not match its SHA256SUMS: %s" % problem)
+        bb.warn("the do_deploy sstate object %s is damaged: %s. BitBake runs do_compile and "
+                "do_deploy instead; remove the object, or every build that finds it will" % (origin, problem))
+        raise bb.BBHandledException()
+
+    if not os.path.isdir(where):
+        damaged("it holds no vxn/%s/" % arch)
+    try:
+        with open(os.path.join(where, 'SHA256SUMS'), encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        damaged("SHA256SUMS cannot be read (%s)" % e)
+    listed = {}
+    for line in lines:
+        digest, sep, name = line.partition('  ')
+        if not sep or len(digest) != 64 or not name or '/' in name:
+            damaged("SHA256SUMS has a line that is not '<sha256>  <name>': %r" % line)
+        listed[name] = digest
+    present = set(os.listdir(where)) - {'SHA256SUMS'}
+    if present != set(listed):
+        damaged("its files (%s) are not those SHA256SUMS lists (%s)"
+                % (", ".join(sorted(present)), ", ".join(sorted(listed))))
+    for name, digest in sorted(listed.items()):
+        h = hashlib.sha256()
+        with open(os.path.join(where, name), 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                h.update(chunk)
+        if h.hexdigest() != digest:
+            damaged("%s does not match SHA256SUMS" % name)
+    bb.note("vxn/%s/ from %s matches its SHA256SUMS (%d files)" % (arch, origin, len(listed)))
+}
