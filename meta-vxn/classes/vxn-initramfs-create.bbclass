@@ -181,6 +181,11 @@ python __anonymous() {
             ([] if deploy else ['do_deploy', 'do_deploy_setscene']):
         bb.build.deltask(task, d)
 
+    # After sstate_task_postfunc, which sstate.bbclass's anonymous python (run before this one)
+    # has just put last: the set is published once sstate has installed it.
+    if deploy and bb.data.inherits_class('sstate', d):
+        d.appendVarFlag('do_deploy', 'postfuncs', ' vxn_publish_deploy')
+
     if bb.utils.to_boolean(d.getVar('VXN_FORCE_BUILD')):
         for task in ('do_compile', 'do_deploy', 'do_install'):
             d.setVarFlag(task, 'nostamp', '1')
@@ -342,6 +347,75 @@ vxn_run_placing() {
 }
 
 addtask deploy after do_compile before do_build
+
+# sstate copies do_deploy's output into DEPLOY_DIR_IMAGE directories first, then the files one
+# by one (oe.path.copyhardlinktree), and removes it file by file: for a few milliseconds of
+# every install vxn/<arch>/ would exist empty or incomplete (tests/oe/test_faults.py saw it),
+# and a build killed then would leave it so. So sstate installs the set into a hidden directory, and vxn_publish_deploy makes
+# vxn/<arch>/ from it with one rename: it appears, or is replaced, whole.
+VXN_SSTATE_DEPLOY_DIR = "${DEPLOY_DIR_IMAGE}/.vxn-sstate"
+VXN_SSTATE_DEPLOY_DIR[doc] = "Where sstate installs do_deploy's output; vxn_publish_deploy publishes ${DEPLOY_DIR_IMAGE}/vxn/<arch>/ from it atomically (hardlinks)."
+do_deploy[sstate-outputdirs] = "${VXN_SSTATE_DEPLOY_DIR}"
+do_deploy_setscene[postfuncs] += "vxn_publish_deploy"
+
+# Swaps two directories with renameat2(RENAME_EXCHANGE) and returns True, or returns False when
+# `final` does not exist. Where the kernel or the file system cannot exchange, `final` is moved
+# aside first (absent for a moment, never incomplete) and the caller removes `new` all the same.
+def vxn_exchange_dirs(new, final):
+    import ctypes, errno
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, 'renameat2', None)
+    if renameat2 is not None:
+        if renameat2(-100, os.fsencode(new), -100, os.fsencode(final), 2) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.ENOENT and not os.path.lexists(final):
+            return False
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), final)
+    if not os.path.lexists(final):
+        return False
+    aside = new + '.aside'
+    os.rename(final, aside)
+    os.rename(new, final)
+    os.rename(aside, new)
+    return True
+
+vxn_publish_deploy[doc] = "Publishes ${DEPLOY_DIR_IMAGE}/vxn/<arch>/ from the sstate-installed copy with one rename."
+python vxn_publish_deploy() {
+    import shlex, shutil, tempfile
+    arch = d.getVar('VXN_BLOB_ARCH')
+    staged = os.path.join(d.getVar('VXN_SSTATE_DEPLOY_DIR'), 'vxn', arch)
+    top = os.path.join(d.getVar('DEPLOY_DIR_IMAGE'), 'vxn')
+    final = os.path.join(top, arch)
+    bb.utils.mkdirhier(top)
+    lock = bb.utils.lockfile(os.path.join(top, '.%s.lock' % arch))
+    try:
+        # What a build killed in here left.
+        for name in os.listdir(top):
+            if name.startswith('.%s.new-' % arch):
+                shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+        new = tempfile.mkdtemp(prefix='.%s.new-' % arch, dir=top)
+        for name in sorted(os.listdir(staged)):
+            os.link(os.path.join(staged, name), os.path.join(new, name))
+        os.chmod(new, 0o755)
+        if vxn_exchange_dirs(new, final):
+            shutil.rmtree(new)  # the previous set, swapped out
+        else:
+            os.rename(new, final)
+    finally:
+        bb.utils.unlockfile(lock)
+    # When sstate removes its copy (do_deploy reruns, cleansstate), the published set goes too,
+    # moved aside in one rename before it is deleted.
+    postrm = d.getVar('SSTATE_INST_POSTRM')
+    if postrm:
+        with open(postrm, 'w') as f:
+            f.write('#!/bin/sh\n# vxn-initramfs-create.bbclass: vxn/%s/ goes with the sstate copy it was published from.\n'
+                    'aside=%s/.%s.new-removed-$$\n'
+                    'if mv %s "$aside" 2>/dev/null; then rm -rf "$aside"; fi\n'
+                    % (arch, shlex.quote(top), arch, shlex.quote(final)))
+    bb.note("published %s" % final)
+}
 
 # sstate unpacks do_deploy's output (from an sstate object, or as the task just left it) before
 # it copies it into DEPLOY_DIR_IMAGE: check it there against its SHA256SUMS, so that a damaged
