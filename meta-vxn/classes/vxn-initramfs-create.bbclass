@@ -57,6 +57,10 @@ VXN_KERNEL_IMAGETYPE[doc] = "Kernel image file name looked up in VXN_KERNEL_DIRS
 
 VXN_MC_DEPLOY_DIR ?= "${TOPDIR}/tmp-${VXN_MULTICONFIG}/deploy/images/${MACHINE}"
 VXN_MC_DEPLOY_DIR[doc] = "Image deploy directory of the multiconfig (its TMPDIR is tmp-<multiconfig>)."
+# Where the TOPDIR lies is no input (OE-core leaves TMPDIR out of signatures for the same reason):
+# with TOPDIR in do_compile's signature, a build in another TOPDIR sharing the SSTATE_DIR could
+# not restore do_deploy, and compiled again.
+VXN_MC_DEPLOY_DIR[vardepsexclude] = "TOPDIR"
 VXN_INITRAMFS ?= "${VXN_MC_DEPLOY_DIR}/${VXN_RUNTIME}-tiny-initramfs-image-${MACHINE}.cpio.gz"
 VXN_INITRAMFS[doc] = "Tiny initramfs (gzip newc cpio) copied as initramfs.cpio.gz."
 VXN_ROOTFS ?= "${VXN_MC_DEPLOY_DIR}/${VXN_RUNTIME}-rootfs-image-${MACHINE}.rootfs.squashfs"
@@ -176,6 +180,11 @@ python __anonymous() {
             ([] if install else d.getVar('VXN_PACKAGING_TASKS').split()) + \
             ([] if deploy else ['do_deploy', 'do_deploy_setscene']):
         bb.build.deltask(task, d)
+
+    # After sstate_task_postfunc, which sstate.bbclass's anonymous python (run before this one)
+    # has just put last: the set is published once sstate has installed it.
+    if deploy and bb.data.inherits_class('sstate', d):
+        d.appendVarFlag('do_deploy', 'postfuncs', ' vxn_publish_deploy')
 
     if bb.utils.to_boolean(d.getVar('VXN_FORCE_BUILD')):
         for task in ('do_compile', 'do_deploy', 'do_install'):
@@ -338,3 +347,125 @@ vxn_run_placing() {
 }
 
 addtask deploy after do_compile before do_build
+
+# sstate copies do_deploy's output into DEPLOY_DIR_IMAGE directories first, then the files one
+# by one (oe.path.copyhardlinktree), and removes it file by file: for a few milliseconds of
+# every install vxn/<arch>/ would exist empty or incomplete (tests/oe/test_faults.py saw it),
+# and a build killed then would leave it so. So sstate installs the set into a hidden directory, and vxn_publish_deploy makes
+# vxn/<arch>/ from it with one rename: it appears, or is replaced, whole.
+VXN_SSTATE_DEPLOY_DIR = "${DEPLOY_DIR_IMAGE}/.vxn-sstate"
+VXN_SSTATE_DEPLOY_DIR[doc] = "Where sstate installs do_deploy's output; vxn_publish_deploy publishes ${DEPLOY_DIR_IMAGE}/vxn/<arch>/ from it atomically (hardlinks)."
+do_deploy[sstate-outputdirs] = "${VXN_SSTATE_DEPLOY_DIR}"
+do_deploy_setscene[postfuncs] += "vxn_publish_deploy"
+
+# Swaps two directories with renameat2(RENAME_EXCHANGE) and returns True, or returns False when
+# `final` does not exist. Where the kernel or the file system cannot exchange, `final` is moved
+# aside first (absent for a moment, never incomplete) and the caller removes `new` all the same.
+def vxn_exchange_dirs(new, final):
+    import ctypes, errno
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, 'renameat2', None)
+    if renameat2 is not None:
+        if renameat2(-100, os.fsencode(new), -100, os.fsencode(final), 2) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.ENOENT and not os.path.lexists(final):
+            return False
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), final)
+    if not os.path.lexists(final):
+        return False
+    aside = new + '.aside'
+    os.rename(final, aside)
+    os.rename(new, final)
+    os.rename(aside, new)
+    return True
+
+vxn_publish_deploy[doc] = "Publishes ${DEPLOY_DIR_IMAGE}/vxn/<arch>/ from the sstate-installed copy with one rename."
+python vxn_publish_deploy() {
+    import shlex, shutil, tempfile
+    arch = d.getVar('VXN_BLOB_ARCH')
+    staged = os.path.join(d.getVar('VXN_SSTATE_DEPLOY_DIR'), 'vxn', arch)
+    top = os.path.join(d.getVar('DEPLOY_DIR_IMAGE'), 'vxn')
+    final = os.path.join(top, arch)
+    bb.utils.mkdirhier(top)
+    lock = bb.utils.lockfile(os.path.join(top, '.%s.lock' % arch))
+    try:
+        # What a build killed in here left.
+        for name in os.listdir(top):
+            if name.startswith('.%s.new-' % arch):
+                shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+        new = tempfile.mkdtemp(prefix='.%s.new-' % arch, dir=top)
+        for name in sorted(os.listdir(staged)):
+            os.link(os.path.join(staged, name), os.path.join(new, name))
+        os.chmod(new, 0o755)
+        if vxn_exchange_dirs(new, final):
+            shutil.rmtree(new)  # the previous set, swapped out
+        else:
+            os.rename(new, final)
+    finally:
+        bb.utils.unlockfile(lock)
+    # When sstate removes its copy (do_deploy reruns, cleansstate), the published set goes too,
+    # moved aside in one rename before it is deleted.
+    postrm = d.getVar('SSTATE_INST_POSTRM')
+    if postrm:
+        with open(postrm, 'w') as f:
+            f.write('#!/bin/sh\n# vxn-initramfs-create.bbclass: vxn/%s/ goes with the sstate copy it was published from.\n'
+                    'aside=%s/.%s.new-removed-$$\n'
+                    'if mv %s "$aside" 2>/dev/null; then rm -rf "$aside"; fi\n'
+                    % (arch, shlex.quote(top), arch, shlex.quote(final)))
+    bb.note("published %s" % final)
+}
+
+# sstate unpacks do_deploy's output (from an sstate object, or as the task just left it) before
+# it copies it into DEPLOY_DIR_IMAGE: check it there against its SHA256SUMS, so that a damaged
+# object (bit rot, a bad mirror, a copy cut short) fails do_deploy_setscene and BitBake runs
+# do_compile and do_deploy instead of deploying broken blobs. A truncated object already fails
+# in tar; one whose archive is intact but whose files are not would otherwise be deployed.
+SSTATEPOSTUNPACKFUNCS:append = " vxn_verify_deploy_sstate"
+vxn_verify_deploy_sstate[doc] = "Fails the sstate install of do_deploy when the unpacked vxn/<arch>/ does not match its SHA256SUMS."
+python vxn_verify_deploy_sstate() {
+    import hashlib
+    if d.getVar('SSTATE_CURRTASK') != 'deploy':
+        return
+    arch = d.getVar('VXN_BLOB_ARCH')
+    top = os.path.join(d.getVar('SSTATE_INSTDIR'), os.path.basename(os.path.normpath(d.getVar('DEPLOYDIR'))))
+    where = os.path.join(top, 'vxn', arch)
+    setscene = d.getVar('BB_CURRENTTASK').endswith('_setscene')
+    origin = d.getVar('SSTATE_PKG') if setscene else 'do_deploy'
+
+    # From sstate a warning, as BitBake's own for an object tar cannot unpack: the setscene task
+    # fails, the real tasks run, and the build succeeds. From do_deploy itself an error.
+    def damaged(problem):
+        if not setscene:
+            bb.fatal("the output of do_deploy does not match its SHA256SUMS: %s" % problem)
+        bb.warn("the do_deploy sstate object %s is damaged: %s. BitBake runs do_compile and "
+                "do_deploy instead; remove the object, or every build that finds it will" % (origin, problem))
+        raise bb.BBHandledException()
+
+    if not os.path.isdir(where):
+        damaged("it holds no vxn/%s/" % arch)
+    try:
+        with open(os.path.join(where, 'SHA256SUMS'), encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        damaged("SHA256SUMS cannot be read (%s)" % e)
+    listed = {}
+    for line in lines:
+        digest, sep, name = line.partition('  ')
+        if not sep or len(digest) != 64 or not name or '/' in name:
+            damaged("SHA256SUMS has a line that is not '<sha256>  <name>': %r" % line)
+        listed[name] = digest
+    present = set(os.listdir(where)) - {'SHA256SUMS'}
+    if present != set(listed):
+        damaged("its files (%s) are not those SHA256SUMS lists (%s)"
+                % (", ".join(sorted(present)), ", ".join(sorted(listed))))
+    for name, digest in sorted(listed.items()):
+        h = hashlib.sha256()
+        with open(os.path.join(where, name), 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                h.update(chunk)
+        if h.hexdigest() != digest:
+            damaged("%s does not match SHA256SUMS" % name)
+    bb.note("vxn/%s/ from %s matches its SHA256SUMS (%d files)" % (arch, origin, len(listed)))
+}

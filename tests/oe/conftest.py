@@ -22,6 +22,8 @@ WANTED = ["wrynose", "scarthgap", "blacksail"]
 CHECKS_SELECTED = []
 
 
+# trylast: after -k and -m have deselected, so that a run of other tests starts no check-layer run.
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
     CHECKS_SELECTED[:] = sorted({item.callspec.params["name"] for item in items
                                  if item.originalname == "test_yocto_check_layer_passes"})

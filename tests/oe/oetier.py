@@ -267,7 +267,10 @@ class Tier:
             if entry in skip:
                 continue
             full = os.path.join(path, entry)
-            os.lchown(full, pw.pw_uid, pw.pw_gid)
+            try:
+                os.lchown(full, pw.pw_uid, pw.pw_gid)
+            except FileNotFoundError:
+                continue  # a socket the previous command's server removed as it ended
             if os.path.isdir(full) and not os.path.islink(full):
                 subprocess.run(["chown", "-R", "-h", "%d:%d" % (pw.pw_uid, pw.pw_gid), full], check=True)
 

@@ -2,6 +2,12 @@ SUMMARY = "Stand-in for the vdkr container rootfs image: a gzip squashfs with ow
 inherit vruntime-standin-image
 
 STANDIN_SUFFIX = ".rootfs.squashfs"
+# Megabytes of incompressible payload, and a second file whose bytes follow STANDIN_VARIANT
+# (none when empty): tests/oe/test_faults.py makes do_compile's transcode last long enough to be
+# interrupted, and changes part of the image's data from build to build, through local.conf.
+STANDIN_PAYLOAD_MB ?= "6"
+STANDIN_VARIANT ?= ""
+STANDIN_VARIANT_MB ?= "8"
 
 do_image() {
     t=${STANDIN_TREE}
@@ -20,8 +26,12 @@ do_image() {
     echo "a note" > $t/home/user/notes
     # A few MB that do not compress, so that recompressing takes long enough for do_compile's
     # progress to show; the same bytes every time.
-    python3 -c 'import random, sys; random.seed(1); sys.stdout.buffer.write(random.randbytes(6 << 20))' \
+    python3 -c 'import random, sys; random.seed(1); sys.stdout.buffer.write(random.randbytes(${STANDIN_PAYLOAD_MB} << 20))' \
         > $t/var/lib/vruntime/payload.bin
+    if [ -n "${STANDIN_VARIANT}" ]; then
+        python3 -c 'import random, sys; random.seed(sys.argv[1]); sys.stdout.buffer.write(random.randbytes(${STANDIN_VARIANT_MB} << 20))' \
+            "${STANDIN_VARIANT}" > $t/var/lib/vruntime/variant.bin
+    fi
     printf '#!/bin/sh\necho su\n' > $t/usr/bin/su-standin
     chmod 4755 $t/usr/bin/su-standin
     ln $t/usr/bin/su-standin $t/usr/bin/su-hardlink
