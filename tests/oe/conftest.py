@@ -23,6 +23,7 @@ WANTED = ["wrynose", "scarthgap", "blacksail"]
 REAL_CHECK_SELECTED = []
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they deselect
 def pytest_collection_modifyitems(session, config, items):
     REAL_CHECK_SELECTED[:] = [item for item in items
                               if item.originalname == "test_yocto_check_layer_passes_beside_the_real_layers"]
