@@ -122,10 +122,11 @@ class Build:
             os.chdir(old)
         return builder
 
-    def parse(self, recipe):
-        """All datastores of one recipe: keys "" (default), "native", "mc:<mc>:" ..."""
+    def parse(self, recipe, appends=()):
+        """All datastores of one recipe (with these bbappends): keys "" (default), "native",
+        "mc:<mc>:" ..."""
         builder = self.parse_config()
-        return builder.parseRecipeVariants(recipe, [])
+        return builder.parseRecipeVariants(recipe, list(appends))
 
 
 def recipe_path(*parts):

@@ -12,21 +12,22 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import oetier  # noqa: E402
+import reallayers  # noqa: E402
 
 # The series the tier is about: builds run on the first of them that the run has, the parse on
 # each. blacksail is OE-core master (the series after wrynose).
 WANTED = ["wrynose", "scarthgap", "blacksail"]
 
 
-# The series whose yocto-check-layer test this run selected (set at collection).
-CHECKS_SELECTED = []
+# Whether this run selected the real layers' yocto-check-layer test (set at collection).
+REAL_CHECK_SELECTED = []
 
 
 # trylast: after -k and -m have deselected, so that a run of other tests starts no check-layer run.
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    CHECKS_SELECTED[:] = sorted({item.callspec.params["name"] for item in items
-                                 if item.originalname == "test_yocto_check_layer_passes"})
+    REAL_CHECK_SELECTED[:] = [item for item in items
+                              if item.originalname == "test_yocto_check_layer_passes_beside_the_real_layers"]
     # The file order is kept on purpose: moving master's parse and native build into the
     # check-layer runs' time made three full parses share two cores and the tier a minute
     # longer (31:56 against 30:35-30:45).
@@ -38,14 +39,14 @@ def tier():
     if not t.series:
         oetier.missing(oetier.ENABLE_HINT)
     t.prepare()
-    # yocto-check-layer spends most of its quarter of an hour in BitBake's signature generation,
-    # which keeps one core busy: started now, it runs beside the builds on the other one. Its
-    # test waits for it and asserts on what it printed.
-    for name in CHECKS_SELECTED:
-        series = t.series_named(name)
-        if series:
-            t.check_layer_runs[name] = oetier.start_check_layer(t, series)
-            oetier.log("%s: yocto-check-layer started in the background" % name)
+    # yocto-check-layer on the real layers parses the whole stack (twice: without and with
+    # meta-vxn) and dumps world's signatures twice: started now, it runs beside the builds, and
+    # leaves its parse cache to test_real_layers.py. Its test waits for it and asserts on what it
+    # printed.
+    stack = reallayers.discover(t) if REAL_CHECK_SELECTED else None
+    if stack:
+        t.check_layer_runs["real"] = reallayers.start_check_layer(t, stack)
+        oetier.log("real layers: yocto-check-layer started in the background")
     return t
 
 

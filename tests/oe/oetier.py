@@ -216,7 +216,7 @@ class Tier:
         self.checkout = os.path.join(self.work, "vxn-blobs")
         self.rust_bin = None
         self.prepared = False
-        # yocto-check-layer runs started in the background, by series name.
+        # yocto-check-layer runs started in the background, by name ("real": reallayers.py).
         self.check_layer_runs = {}
 
     def series_named(self, name):
@@ -505,33 +505,13 @@ class Running:
         return r
 
 
-def check_dir(tier, series, with_vxn):
-    """check-<series>: OE-core's meta (and meta-vxn with the very line yocto-check-layer's
-    add_layers appends, so that BitBake's parse cache of its run with the layer serves the parse
-    test too), VXN_SCRIPTS_DIR at the stand-in's scripts so that the recipes are parsed, not
-    skipped, and the documented DISTRO_FEATURES. Its own SSTATE_DIR: it runs beside the builds."""
+def check_dir(tier, series):
+    """check-<series>: OE-core's meta and meta-vxn, unmasked, VXN_SCRIPTS_DIR at the stand-in's
+    scripts so that the recipes are parsed, not skipped, and the documented DISTRO_FEATURES."""
     scripts = os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin",
                            "recipes-containers", "vcontainer", "files")
-    bd = BuildDir(tier, series, "check-" + series.name, [], sstate="sstate-check-" + series.name)
+    bd = BuildDir(tier, series, "check-" + series.name, [os.path.join(tier.checkout, "meta-vxn")],
+                  sstate="sstate-check-" + series.name)
     bd.write_conf('DISTRO_FEATURES:append = " virtualization vcontainer vxn"\n'
                   'VXN_SCRIPTS_DIR = "%s"\n' % scripts)
-    if with_vxn:
-        with open(bd.path("conf", "bblayers.conf"), "a") as f:
-            f.write('\nBBLAYERS += "%s"\n' % os.path.join(tier.checkout, "meta-vxn"))
     return bd
-
-
-# yocto-check-layer on these: every test on the first, all but the software layer signature
-# check on the others (see test_parse.py).
-CHECK_LAYER = ["wrynose", "scarthgap"]
-
-
-def start_check_layer(tier, series):
-    """yocto-check-layer on meta-vxn, started in the background from a bblayers.conf without it
-    (as it requires)."""
-    bd = check_dir(tier, series, with_vxn=False)
-    args = [os.path.join(tier.checkout, "meta-vxn")]
-    if series.name != CHECK_LAYER[0]:
-        args.append("--without-software-layer-signature-check")
-    return bd.start(*args, tool="yocto-check-layer")
-

@@ -1,10 +1,10 @@
 """meta-vxn with all of OE-core, on every series: a clean parse, the knobs where users look for
-them, yocto-check-layer, and (master) the native tool's build with master's cargo classes.
+them, and (master) the native tool's build with master's cargo classes.
 
-Each series gets one TOPDIR, check-<series> (oetier.check_dir). yocto-check-layer runs first,
-from a bblayers.conf with OE-core's meta alone, as it requires; the parse test then adds
-meta-vxn with the very line yocto-check-layer appends, so that it finds BitBake's parse cache of
-yocto-check-layer's own parse with the layer instead of parsing OE-core once more.
+Each series gets one TOPDIR, check-<series> (oetier.check_dir). yocto-check-layer runs on the
+real layers (test_real_layers.py), which it tests meta-vxn beside; its runs on OE-core alone,
+with the stand-in's scripts, were dropped as redundant (docs/integration.md, "The real-layers
+tier").
 """
 
 import os
@@ -15,41 +15,13 @@ import pytest
 import oetier
 from conftest import WANTED, need_series
 
-from oetier import CHECK_LAYER, check_dir, start_check_layer
-
-
-@pytest.mark.parametrize("name", CHECK_LAYER)
-def test_yocto_check_layer_passes(tier, name):
-    """wrynose: every test, test_signatures included. scarthgap: all but the signature check,
-    which costs two more parses of OE-core and two world signature runs; the layer adds no
-    class, bbappend or configuration that a series could make change other recipes'
-    signatures, and wrynose's run shows it changes none. conftest's tier fixture starts the
-    runs in the background; this waits for one and reads what it printed."""
-    series = need_series(tier, name)
-    running = tier.check_layer_runs.get(name) or start_check_layer(tier, series)
-    r = running.wait(check=False)
-    results = re.findall(r"^INFO: (test_\w+) \(([\w.]+)\)\s*$\s*^INFO: .*?\.\.\. (ok|FAIL|ERROR|skipped.*)$",
-                         r.output, re.M)
-    oetier.log("%s: yocto-check-layer ran %s" % (name, ", ".join("%s %s" % (t, res) for t, _, res in results)))
-    assert r.returncode == 0, r.output[-4000:]
-    assert "INFO: meta-vxn" in r.output and "PASS" in r.output.split("Summary of results:")[-1], r.output[-2000:]
-    tests = {t: res for t, _, res in results}
-    assert {"test_parse", "test_show_environment", "test_world", "test_readme",
-            "test_layerseries_compat"} <= set(tests), tests
-    if name == CHECK_LAYER[0]:
-        assert tests.get("test_signatures") == "ok", tests
-    else:
-        assert tests.get("test_signatures", "").startswith("skipped"), tests
-    assert all(res == "ok" for t, res in tests.items() if t != "test_signatures"), tests
+from oetier import check_dir
 
 
 @pytest.mark.parametrize("name", WANTED)
 def test_oe_core_and_meta_vxn_parse_without_a_warning(tier, name):
     series = need_series(tier, name)
-    running = tier.check_layer_runs.get(name)
-    if running:  # in the same TOPDIR, whose parse cache it leaves for this test
-        running.wait(check=False)
-    bd = check_dir(tier, series, with_vxn=True)
+    bd = check_dir(tier, series)
     r = bd.bitbake("-p")
     assert not r.warnings(), "\n".join(r.warnings())
     m = re.search(r"Parsing of (\d+) \.bb files complete .* (\d+) errors", r.output)

@@ -1,0 +1,153 @@
+"""The real layers a Dom0 build of meta-virtualization's vxn uses, for tests/oe/test_real_layers.py.
+
+(Helpers for the real-layers part of the tier; a module of its own beside oetier.py.)
+
+Where they come from (docs/integration.md, "The real-layers tier"):
+  VXN_META_VIRT, VXN_META_OE, VXN_META_YOCTO=<checkout or snapshot tarball>  a user's own
+      meta-virtualization, meta-openembedded and meta-yocto (VXN_META_YOCTO may be left out
+      when the OE-core checkout is a poky one, which has meta-poky);
+  VXN_OE_SNAPSHOTS=<dir>  else meta-virtualization-<series>-*, meta-openembedded-<series>-* and
+      meta-yocto-<series>-* tarballs in it (what .ci/run uses: ../shared/oe).
+They pair with the tier's OE-core series of the same name (wrynose: meta-virtualization's
+LAYERSERIES_COMPAT).
+"""
+
+import dataclasses
+import glob
+import os
+import re
+
+import oetier
+
+SERIES = "wrynose"
+MC = "vruntime-x86-64"
+
+ENABLE_HINT = ("the real-layers tier needs meta-virtualization, meta-openembedded and meta-yocto (%s) "
+               "beside OE-core: set VXN_META_VIRT, VXN_META_OE and VXN_META_YOCTO to checkouts or "
+               "snapshot tarballs, or VXN_OE_SNAPSHOTS to a directory holding "
+               "meta-virtualization-%s-*.tar.gz, meta-openembedded-%s-*.tar.gz and "
+               "meta-yocto-%s-*.tar.gz; see docs/integration.md" % ((SERIES,) * 4))
+
+# A Xen Dom0 build, with the vruntime multiconfig of this machine, in every TOPDIR of the real
+# layers: xen-host.conf's features (virtualization, vcontainer, xen, vxn) for the Dom0's
+# configuration alone (DISTRO nodistro here), since local.conf is read by every multiconfig and
+# meta-virt-host.conf's appends (systemd among them) make the vruntime images unresolvable
+# ("Nothing RPROVIDES 'udev'", docs/integration.md); its two BBFILE_PATTERN_IGNORE_EMPTY lines
+# for the layers vruntime masks. yocto-check-layer's test_signatures compares world's signatures
+# without and with the layer; vxn is the one recipe meta-vxn changes on purpose (its bbappend),
+# so it leaves world here and the check shows that nothing else changes; the tests show what
+# does change in vxn.
+DOM0_CONF = '''# A Xen Dom0 build (the default configuration) with the vruntime multiconfig.
+DISTRO_FEATURES:append:nodistro = " virtualization vcontainer xen vxn"
+BBMULTICONFIG = "%s"
+BBFILE_PATTERN_IGNORE_EMPTY_filesystems-layer = "1"
+BBFILE_PATTERN_IGNORE_EMPTY_meta-python = "1"
+# vxn is what meta-vxn's bbappend changes on purpose: out of world, for test_signatures.
+EXCLUDE_FROM_WORLD:pn-vxn = "1"
+''' % MC
+
+
+@dataclasses.dataclass
+class Stack:
+    """The layers of the real stack, by path."""
+    series: oetier.Series
+    meta_virt: str      # the layer itself (conf/layer.conf inside)
+    meta_oe: str        # the meta-openembedded repository (meta-oe, meta-python... inside)
+    meta_yocto: str     # a directory holding meta-poky
+
+    def dependencies(self):
+        """The layers meta-virtualization needs, in BBLAYERS order (OE-core's meta is added by
+        BuildDir): its LAYERDEPENDS and meta-poky for the vruntime distro."""
+        return [os.path.join(self.meta_oe, name) for name in
+                ("meta-oe", "meta-python", "meta-networking", "meta-filesystems")] + \
+               [os.path.join(self.meta_yocto, "meta-poky"), self.meta_virt]
+
+
+# Each source, as a snapshot unpacks or a checkout is: the repository's name and the file that
+# marks it (the layer itself for meta-virtualization, the directory of the layers for the others).
+SOURCES = {
+    "VXN_META_VIRT": ("meta-virtualization", "conf/layer.conf"),
+    "VXN_META_OE": ("meta-openembedded", "meta-oe/conf/layer.conf"),
+    "VXN_META_YOCTO": ("meta-yocto", "meta-poky/conf/layer.conf"),
+}
+
+
+def _locate(path, name, marker):
+    for candidate in (path, os.path.join(path, name)):
+        if os.path.isfile(os.path.join(candidate, marker)):
+            return candidate
+    raise RuntimeError("%s has no %s: not a %s checkout or snapshot" % (path, marker, name))
+
+
+def discover(tier):
+    """The real stack for the tier's wrynose series, or None when nothing is configured."""
+    series = tier.series_named(SERIES)
+    if not series:
+        return None
+    snapshots = os.environ.get("VXN_OE_SNAPSHOTS")
+    found = {}
+    for var, (name, marker) in SOURCES.items():
+        source = os.environ.get(var)
+        if not source and var == "VXN_META_YOCTO" and os.path.isfile(os.path.join(series.oe_core, marker)):
+            source = series.oe_core  # a poky checkout has meta-poky
+        if not source and snapshots:
+            tarballs = sorted(glob.glob(os.path.join(snapshots, "%s-%s-*.tar*" % (name, SERIES))))
+            source = tarballs[-1] if tarballs else None
+        if not source:
+            return None
+        found[var] = _locate(oetier._unpack(source, tier.sources), name, marker)
+    return Stack(series, found["VXN_META_VIRT"], found["VXN_META_OE"], found["VXN_META_YOCTO"])
+
+
+def check_dir(tier, stack, with_vxn):
+    """check-real-<series>: the whole real stack (no mask) with the Dom0 configuration, where
+    yocto-check-layer runs first and then every command of test_real_layers.py: meta-vxn is
+    added with the very line yocto-check-layer's add_layers appends, so that BitBake finds the
+    parse cache of yocto-check-layer's own parse with the layer and the stack is parsed once."""
+    bd = oetier.BuildDir(tier, stack.series, "check-real-" + stack.series.name, stack.dependencies(),
+                         sstate="sstate-check-real-" + stack.series.name)
+    bd.write_conf(DOM0_CONF)
+    if with_vxn:
+        with open(bd.path("conf", "bblayers.conf"), "a") as f:
+            f.write('\nBBLAYERS += "%s"\n' % meta_vxn(tier))
+    return bd
+
+
+def meta_vxn(tier):
+    return os.path.join(tier.checkout, "meta-vxn")
+
+
+def start_check_layer(tier, stack):
+    """yocto-check-layer on meta-vxn, every test, with the real layers as --dependency (they are
+    in bblayers.conf already: it adds only LAYERDEPENDS, and meta-vxn's is core alone), in the
+    background; --no-auto-dependency because its discovery crashes on meta-virtualization's
+    dynamic-layers/raspberrypi, which has no layer.conf."""
+    bd = check_dir(tier, stack, with_vxn=False)
+    return bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
+                    tool="yocto-check-layer")
+
+
+def parse_dot(path):
+    """task-depends.dot as {task: set(dependencies)}, task names as BitBake writes them:
+    [mc:<mc>:]<pn>.<task>."""
+    edges = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r'^"([^"]+)" -> "([^"]+)"', line)
+            if m:
+                edges.setdefault(m.group(1), set()).add(m.group(2))
+                edges.setdefault(m.group(2), set())
+                continue
+            m = re.match(r'^"([^"]+)" \[label=', line)
+            if m:
+                edges.setdefault(m.group(1), set())
+    return edges
+
+
+def locked_sigs(path):
+    """locked-sigs.inc (bitbake -S lockedsigs) as {"<pn>:<task>": hash}."""
+    sigs = {}
+    with open(path, encoding="utf-8") as f:
+        for m in re.finditer(r"^\s+([^\s:]+):(do_\w+):([0-9a-f]{64})", f.read(), re.M):
+            sigs["%s:%s" % (m.group(1), m.group(2))] = m.group(3)
+    return sigs

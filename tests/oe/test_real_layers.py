@@ -1,0 +1,314 @@
+"""meta-vxn beside the real meta-virtualization (wrynose): what a Dom0 user's build does.
+
+Two TOPDIRs on the real layers (OE-core, meta-oe, meta-python, meta-networking,
+meta-filesystems, meta-poky, meta-virtualization, meta-vxn):
+- build-real-wrynose: their recipes masked but for the ones these builds need (as the stand-in
+  builds), no multiconfig, the inputs given by path (vxn-blobs demo's stand-in images): the
+  real vxn-init.sh and vcontainer-init-common.sh injected and deployed, and meta-virtualization's
+  vxn, bbappended, built through do_package_write_deb. Runs first, beside yocto-check-layer.
+- check-real-wrynose: the whole stack with the Dom0 configuration (reallayers.DOM0_CONF), where
+  yocto-check-layer runs in the background from the tier's start (conftest.py) and, after it,
+  every other command here: the stack is parsed once, by yocto-check-layer, and its cache serves
+  `bitbake -p`, bitbake-layers, `bitbake -g` and the signature runs.
+"""
+
+import glob
+import hashlib
+import os
+import re
+import subprocess
+
+import pytest
+
+import oetier
+import reallayers
+
+MC = reallayers.MC
+SCRIPTS = os.path.join("recipes-containers", "vcontainer", "files")
+# meta-vxn's names: its layer directory, its recipes and the recipe it bbappends.
+OURS = re.compile(r"meta-vxn|vxn-blobs|vxn-initramfs-create|vxn-dom0-blobs|\bvxn\b")
+
+
+def ours(tier, warnings):
+    """The warnings that name meta-vxn or its recipes (the work directory's own name, which
+    may hold "vxn", left out)."""
+    return [w for w in warnings if OURS.search(w.replace(tier.work, "<work>"))]
+
+
+@pytest.fixture(scope="module")
+def stack(tier):
+    s = reallayers.discover(tier)
+    if not s:
+        oetier.missing(reallayers.ENABLE_HINT)
+    return s
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# -- build-real-wrynose: what can run offline, for real ---------------------------------------
+
+# The host's C compiler for vxn-sendtty, as the host's rust for cargo: the cross toolchain and
+# libc that ${CC} needs are downloads, so they are ASSUME_PROVIDED and vxn's compile gets the
+# host's gcc (in OE-core's HOSTTOOLS) with OE's flags but -fcanon-prefix-map (gcc 13's; the
+# host has gcc 12). Packaging an ELF file without binutils-cross: no strip or debug split, the
+# host's objdump for the shared-library scan, no rpmdeps (rpm-native) file dependencies.
+HOST_CC_CONF = '''# The host's C compiler for vxn-sendtty (tests/oe: the cross toolchain is a download).
+ASSUME_PROVIDED += "gcc-cross-x86_64 virtual/cross-cc virtual/compilerlibs virtual/libc"
+CC:pn-vxn = "gcc"
+DEBUG_PREFIX_MAP:remove:pn-vxn = "-fcanon-prefix-map"
+OBJDUMP:pn-vxn = "objdump"
+INHIBIT_PACKAGE_STRIP:pn-vxn = "1"
+INHIBIT_PACKAGE_DEBUG_SPLIT:pn-vxn = "1"
+SKIP_FILEDEPS:pn-vxn = "1"
+'''
+
+
+@pytest.fixture(scope="module")
+def offline(tier, stack):
+    """build-real-wrynose: the real layers, meta-vxn and the offline shims, every recipe masked
+    but OE-core's recipes-core/meta, meta-vxn's, the offline shims' and meta-virtualization's
+    recipes-core/vxn (vxn and its own vxn-initramfs-create, which meta-vxn's overlays)."""
+    layers = stack.dependencies() + [reallayers.meta_vxn(tier),
+                                     os.path.join(tier.checkout, "tests", "oe", "layers", "meta-offline-standin")]
+    # Its own SSTATE_DIR is the stand-in builds' (test_build.py, same series, run before): the
+    # native tool comes from there when its signature matches.
+    bd = oetier.BuildDir(tier, stack.series, "build-real-" + stack.series.name, layers, mask=True,
+                         sstate="sstate-" + stack.series.name)
+    masks = ['BBMASK += "^%s/"' % re.escape(os.path.join(stack.meta_oe, "")).rstrip("/"),
+             'BBMASK += "^%s/"' % re.escape(os.path.join(stack.meta_yocto, "")).rstrip("/"),
+             'BBMASK += "^%s/(?!recipes-core/vxn/)"' % re.escape(stack.meta_virt)]
+    ignore = "".join('BBFILE_PATTERN_IGNORE_EMPTY_%s = "1"\n' % c
+                     for c in ("openembedded-layer", "networking-layer", "meta-python", "filesystems-layer", "yocto"))
+    bd.write_conf(reallayers.DOM0_CONF.replace('BBMULTICONFIG = "%s"' % MC, 'BBMULTICONFIG = ""') +
+                  "\n".join(masks) + "\n" + ignore +
+                  'VXN_MC_DEPLOY_DIR = "${TOPDIR}/demo/inputs"\n' + HOST_CC_CONF)
+    return bd
+
+
+def deployed(bd):
+    return bd.path("tmp", "deploy", "images", "qemux86-64", "vxn", "x86_64")
+
+
+def unsquashfs_cat(image, path):
+    return subprocess.run(["unsquashfs", "-cat", image, path], check=True, capture_output=True).stdout
+
+
+# What vxn_1.0.bb's do_install installs and which package holds it (FILES:*), at the snapshot's
+# commit: a change upstream shows here first.
+UPSTREAM_FILES = {
+    "vxn": ["/usr/bin/vxn", "/usr/bin/vxn-oci-runtime", "/usr/bin/vxn-sendtty",
+            "/usr/bin/containerd-shim-vxn-v2", "/usr/bin/vctr", "/usr/libexec/vxn/shim/runc",
+            "/etc/containerd/config.toml", "/usr/lib/vxn/vrunner.sh",
+            "/usr/lib/vxn/vrunner-backend-xen.sh", "/usr/lib/vxn/vrunner-backend-qemu.sh",
+            "/usr/lib/vxn/vcontainer-common.sh"],
+    "vxn-vdkr": ["/usr/bin/vdkr"],
+    "vxn-vpdmn": ["/usr/bin/vpdmn"],
+    "vxn-docker-config": ["/etc/docker/daemon.json"],
+    "vxn-podman-config": ["/etc/containers/containers.conf.d/50-vxn-runtime.conf"],
+}
+# Installed from meta-virtualization's files as they are.
+FROM_SOURCES = {"/usr/bin/vxn": "vxn.sh", "/usr/bin/vxn-oci-runtime": "vxn-oci-runtime",
+                "/usr/bin/containerd-shim-vxn-v2": "containerd-shim-vxn-v2", "/usr/bin/vctr": "vctr",
+                "/etc/containerd/config.toml": "containerd-config-vxn.toml",
+                "/usr/lib/vxn/vrunner.sh": "vrunner.sh", "/usr/lib/vxn/vcontainer-common.sh": "vcontainer-common.sh",
+                "/usr/bin/vdkr": "vdkr.sh", "/usr/bin/vpdmn": "vpdmn.sh"}
+BLOBS = ["/usr/share/vxn/x86_64/" + n for n in ("SHA256SUMS", "bzImage", "initramfs.cpio.gz", "rootfs.img")]
+
+
+def deb_files(deb):
+    """The regular files and symlinks of a .deb, by path."""
+    listing = subprocess.run(["dpkg-deb", "-c", deb], check=True, capture_output=True, text=True).stdout
+    files = {}
+    for line in listing.splitlines():
+        fields = line.split(None, 5)
+        if fields[0][0] in "-l":
+            files[fields[5].split(" -> ")[0].lstrip(".")] = line
+    return files
+
+
+def test_offline_the_real_scripts_are_injected_and_vxn_packages_the_deployed_blobs(tier, stack, offline):
+    bd = offline
+    bd.bitbake("vxn-blobs-native")
+    # The stand-in inputs by path, made by the tool just built: vxn-blobs demo writes a small
+    # but real rootfs squashfs, tiny initramfs and kernel named as the vruntime deploy names them.
+    tool = bd.path("tmp", "sysroots-components", "x86_64", "vxn-blobs-native", "usr", "bin", "vxn-blobs")
+    demo = tier.run_as_user([tool, "demo", "--out", bd.path("demo")])
+    assert demo.returncode == 0, demo.stderr
+    inputs = bd.path("demo", "inputs")
+    assert os.path.exists(os.path.join(inputs, "vdkr-rootfs-image-qemux86-64.rootfs.squashfs"))
+
+    r = bd.bitbake("vxn")
+    assert not ours(tier, r.warnings()), "\n".join(r.warnings())
+    ran_vic, ran_vxn = r.ran("vxn-initramfs-create"), r.ran("vxn")
+    for task in ("do_compile", "do_deploy"):
+        assert task in ran_vic, ran_vic
+    for task in ("do_compile", "do_install", "do_package", "do_package_qa", "do_package_write_deb"):
+        assert task in ran_vxn, ran_vxn
+    # One assembly: vxn's do_compile comes after the deploy and runs no squashfs tool.
+    assert r.index("vxn-initramfs-create", "do_deploy") < r.index("vxn", "do_compile")
+    assert "squashfs-tools-native" not in {t.recipe for t in r.tasks()}
+    (workdir,) = glob.glob(bd.path("tmp", "work", "qemux86_64-oe-linux", "vxn", "*"))
+    with open(os.path.join(workdir, "temp", "run.do_compile"), encoding="utf-8") as f:
+        compile_script = f.read()
+    assert "unsquashfs" not in compile_script and "mksquashfs" not in compile_script
+    assert re.search(r"^\s*gcc .*/vxn-sendtty\.c .*-o \S+/vxn-sendtty$", compile_script, re.M), "not the host's gcc"
+
+    # The real init scripts, injected and deployed.
+    out = deployed(bd)
+    rootfs = os.path.join(out, "rootfs.img")
+    files = os.path.join(stack.meta_virt, SCRIPTS)
+    for name in ("vxn-init.sh", "vcontainer-init-common.sh"):
+        assert unsquashfs_cat(rootfs, "/" + name) == read(os.path.join(files, name)), name
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=out, check=True, capture_output=True)
+
+    # The packages: upstream's files where upstream puts them, plus the blobs and SHA256SUMS.
+    debs = bd.path("tmp", "deploy", "deb", "qemux86_64")
+    for pkg, expected in UPSTREAM_FILES.items():
+        (deb,) = glob.glob(os.path.join(debs, "%s_*.deb" % pkg))
+        got = deb_files(deb)
+        assert sorted(got) == sorted(expected + (BLOBS if pkg == "vxn" else [])), (pkg, sorted(got))
+    unpacked = bd.path("vxn-debs")
+    subprocess.run(["rm", "-rf", unpacked], check=True)
+    for pkg in UPSTREAM_FILES:
+        (pkg_deb,) = glob.glob(os.path.join(debs, "%s_*.deb" % pkg))
+        subprocess.run(["dpkg-deb", "-x", pkg_deb, unpacked], check=True)
+    for path, source in FROM_SOURCES.items():
+        assert read(unpacked + path) == read(os.path.join(files, source)), path
+    assert os.readlink(unpacked + "/usr/libexec/vxn/shim/runc") == "/usr/bin/vxn-oci-runtime"
+    assert read(unpacked + "/usr/bin/vxn-sendtty")[:4] == b"\x7fELF"
+    blobs = unpacked + "/usr/share/vxn/x86_64"
+    assert sha256(os.path.join(blobs, "rootfs.img")) == sha256(rootfs), "not the deployed rootfs.img"
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=blobs, check=True, capture_output=True)
+    check = subprocess.run([tool, "check", blobs], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    (deb,) = glob.glob(os.path.join(debs, "vxn_*.deb"))
+    control = subprocess.run(["dpkg-deb", "-f", deb], check=True, capture_output=True, text=True).stdout
+    for field in ("Provides", "Replaces", "Conflicts"):
+        assert re.search(r"^%s: .*\bvxn-dom0-blobs\b" % field, control, re.M), control
+    depends = re.search(r"^Depends: (.*)$", control, re.M).group(1)
+    for name in ("xen-tools-xl", "bash", "skopeo"):
+        assert name in depends, depends
+    # With meta-virtualization, an image asking for vxn-dom0-blobs gets vxn.
+    assert os.path.exists(bd.path("tmp", "pkgdata", "qemux86-64", "runtime-rprovides", "vxn-dom0-blobs", "vxn"))
+    r = bd.bitbake("vxn-dom0-blobs", check=False)
+    assert r.returncode != 0 and "RPROVIDES vxn-dom0-blobs: install vxn" in r.output, r.output[-2000:]
+
+
+# -- check-real-wrynose: the whole stack, parsed once --------------------------------------------
+
+@pytest.fixture(scope="module")
+def real(tier, stack):
+    """check-real-wrynose with meta-vxn, once yocto-check-layer has left it."""
+    running = tier.check_layer_runs.get("real")
+    if running:
+        running.wait(check=False)
+    return reallayers.check_dir(tier, stack, with_vxn=True)
+
+
+def test_yocto_check_layer_passes_beside_the_real_layers(tier, stack):
+    """Every test, test_signatures included: beside the real layers, with the Dom0
+    configuration, adding meta-vxn changes no signature of world (vxn, which it changes on
+    purpose, is out of it: reallayers.DOM0_CONF)."""
+    running = tier.check_layer_runs.get("real") or reallayers.start_check_layer(tier, stack)
+    r = running.wait(check=False)
+    results = re.findall(r"^INFO: (test_\w+) \(([\w.]+)\)\s*$\s*^INFO: .*?\.\.\. (ok|FAIL|ERROR|skipped.*)$",
+                         r.output, re.M)
+    oetier.log("real layers: yocto-check-layer ran %s" % ", ".join("%s %s" % (t, res) for t, _, res in results))
+    assert r.returncode == 0, r.output[-4000:]
+    assert "INFO: meta-vxn" in r.output and "PASS" in r.output.split("Summary of results:")[-1], r.output[-2000:]
+    tests = {t: res for t, _, res in results}
+    assert {"test_parse", "test_show_environment", "test_world", "test_readme", "test_layerseries_compat",
+            "test_signatures"} <= set(tests), tests
+    assert all(res == "ok" for res in tests.values()), tests
+
+
+def test_the_real_stack_parses_with_no_warning_from_meta_vxn(tier, real):
+    r = real.bitbake("-p")
+    m = re.search(r"Parsing of (\d+) \.bb files complete \((\d+) cached, (\d+) parsed\)\. (\d+) targets, "
+                  r"(\d+) skipped, (\d+) masked, (\d+) errors", r.output)
+    assert m, r.output[-2000:]
+    recipes, cached, parsed, targets, skipped, masked, errors = (int(g) for g in m.groups())
+    oetier.log("real layers: %d recipes (%d from yocto-check-layer's cache, %d parsed), %d targets, %d skipped"
+               % (recipes, cached, parsed, targets, skipped))
+    assert errors == 0 and recipes > 4000, m.group(0)
+    assert not r.lines("ERROR:"), "\n".join(r.lines("ERROR:"))
+    assert not ours(tier, r.warnings()), "\n".join(ours(tier, r.warnings()))
+    for w in r.warnings():
+        oetier.log("real layers: a warning not from meta-vxn: %s" % w)
+
+
+def test_show_appends_and_show_overlayed_are_what_the_docs_say(tier, real):
+    dynamic = os.path.join(reallayers.meta_vxn(tier), "dynamic-layers", "virtualization-layer", "recipes-core", "vxn")
+    r = real.bitbake("show-appends", tool="bitbake-layers")
+    appends = {}
+    recipe = None
+    for line in r.output.splitlines():
+        if re.match(r"^\S+\.bb( \(skipped\))?:$", line):
+            recipe = line.split(":")[0].split(" ")[0]
+        elif line.startswith("  ") and recipe:
+            appends.setdefault(line.strip(), recipe)
+    ours = {path: recipe for path, recipe in appends.items() if reallayers.meta_vxn(tier) in path}
+    assert ours == {os.path.join(dynamic, "vxn_%.bbappend"): "vxn_1.0.bb",
+                    os.path.join(dynamic, "vxn-dom0-blobs_%.bbappend"): "vxn-dom0-blobs_1.0.bb"}, r.output
+    r = real.bitbake("show-overlayed", tool="bitbake-layers")
+    overlayed = re.findall(r"^(\S+):\n((?:  .*\n)+)", r.output + "\n", re.M)
+    # Layers by directory name, the winner first.
+    ours = {pn: [l.split()[0] for l in lines.splitlines()] for pn, lines in overlayed
+            if re.search(r"^  meta-vxn\s", lines, re.M)}
+    assert ours == {"vxn-initramfs-create": ["meta-vxn", "meta-virtualization"]}, r.output
+
+
+def graph(real, target):
+    r = real.bitbake("-g", target)
+    edges = reallayers.parse_dot(real.path("task-depends.dot"))
+    oetier.log("real layers: bitbake -g %s: %d tasks" % (target, len(edges)))
+    return edges
+
+
+def test_task_graphs_resolve_with_one_assembly(real):
+    images = {"mc:%s:vdkr-rootfs-image.do_image_complete" % MC,
+              "mc:%s:vdkr-tiny-initramfs-image.do_image_complete" % MC}
+    for target in ("vxn-initramfs-create", "vxn"):
+        edges = graph(real, target)
+        compile_deps = edges["vxn-initramfs-create.do_compile"]
+        assert images <= compile_deps, sorted(compile_deps)
+        assert any(re.match(r"mc:%s:linux-\S*\.do_deploy$" % MC, t) for t in compile_deps), sorted(compile_deps)
+        assert "vxn-blobs-native.do_populate_sysroot" in edges
+        default = [t for t in edges if not t.startswith("mc:")]
+        assert not [t for t in default if t.startswith("squashfs-tools-native.")], target
+        # The assembly of rootfs.img: the one task of this configuration that reads the image.
+        readers = sorted(t for t in default if "mc:%s:vdkr-rootfs-image.do_image_complete" % MC in edges[t])
+        assert readers == ["vxn-initramfs-create.do_compile"], readers
+        assert not [t for t in edges if t.startswith("vxn-dom0-blobs.")]
+    assert "vxn-initramfs-create.do_deploy" in edges["vxn.do_compile"]
+    for task in ("do_compile", "do_install", "do_package_write_deb"):
+        assert "vxn.%s" % task in edges
+
+
+def test_a_vxn_init_sh_edit_changes_the_assembly_and_the_package(tier, real, stack):
+    def sigs():
+        real.bitbake("-S", "lockedsigs", "vxn")
+        return reallayers.locked_sigs(real.path("locked-sigs.inc"))
+
+    script = os.path.join(stack.meta_virt, SCRIPTS, "vxn-init.sh")
+    before = sigs()
+    original = read(script)
+    try:
+        with open(script, "ab") as f:
+            f.write(b"# an edit (tests/oe)\n")
+        after = sigs()
+    finally:
+        with open(script, "wb") as f:
+            f.write(original)
+    for task in ("vxn-initramfs-create:do_compile", "vxn-initramfs-create:do_deploy", "vxn:do_compile",
+                 "vxn:do_install", "vxn:do_package_write_deb"):
+        assert before[task] != after[task], task
+    assert before["vxn-blobs-native:do_populate_sysroot"] == after["vxn-blobs-native:do_populate_sysroot"]
