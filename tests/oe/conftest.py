@@ -19,8 +19,10 @@ import reallayers  # noqa: E402
 WANTED = ["wrynose", "scarthgap", "blacksail"]
 
 
-# Whether this run selected the real layers' yocto-check-layer test (set at collection).
+# Whether this run selected the real layers' yocto-check-layer test, and the tests that run on
+# the whole real stack (set at collection).
 REAL_CHECK_SELECTED = []
+REAL_STACK_SELECTED = []
 
 
 # trylast: after -k and -m have deselected, so that a run of other tests starts no check-layer run.
@@ -28,6 +30,7 @@ REAL_CHECK_SELECTED = []
 def pytest_collection_modifyitems(session, config, items):
     REAL_CHECK_SELECTED[:] = [item for item in items
                               if item.originalname == "test_yocto_check_layer_passes_beside_the_real_layers"]
+    REAL_STACK_SELECTED[:] = [item for item in items if "real" in getattr(item, "fixturenames", ())]
     # The file order is kept on purpose: moving master's parse and native build into the
     # check-layer runs' time made three full parses share two cores and the tier a minute
     # longer (31:56 against 30:35-30:45).
@@ -43,10 +46,15 @@ def tier():
     # meta-vxn) and dumps world's signatures twice: started now, it runs beside the builds, and
     # leaves its parse cache to test_real_layers.py. Its test waits for it and asserts on what it
     # printed.
-    stack = reallayers.discover(t) if REAL_CHECK_SELECTED else None
+    stack = reallayers.discover(t) if REAL_CHECK_SELECTED and reallayers.check_layer_wanted() else None
     if stack:
         t.check_layer_runs["real"] = reallayers.start_check_layer(t, stack)
         oetier.log("real layers: yocto-check-layer started in the background")
+    # The whole real stack's parse, for test_real_layers.py's commands on it, likewise.
+    stack = reallayers.discover(t) if REAL_STACK_SELECTED else None
+    if stack:
+        t.check_layer_runs["real-parse"] = reallayers.start_parse(t, stack)
+        oetier.log("real layers: the parse of the whole stack started in the background")
     return t
 
 

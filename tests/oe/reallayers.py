@@ -99,22 +99,43 @@ def discover(tier):
     return Stack(series, found["VXN_META_VIRT"], found["VXN_META_OE"], found["VXN_META_YOCTO"])
 
 
-def check_dir(tier, stack, with_vxn):
-    """check-real-<series>: the whole real stack (no mask) with the Dom0 configuration, where
-    yocto-check-layer runs first and then every command of test_real_layers.py: meta-vxn is
-    added with the very line yocto-check-layer's add_layers appends, so that BitBake finds the
-    parse cache of yocto-check-layer's own parse with the layer and the stack is parsed once."""
-    bd = oetier.BuildDir(tier, stack.series, "check-real-" + stack.series.name, stack.dependencies(),
+def check_dir(tier, stack):
+    """check-real-<series>: the whole real stack (no mask) with meta-vxn and the Dom0
+    configuration, multiconfig included, parsed once by the first command of
+    test_real_layers.py; `bitbake -p`, bitbake-layers and `bitbake -g` then run on its cache."""
+    bd = oetier.BuildDir(tier, stack.series, "check-real-" + stack.series.name,
+                         stack.dependencies() + [meta_vxn(tier)],
                          sstate="sstate-check-real-" + stack.series.name)
     bd.write_conf(DOM0_CONF)
-    if with_vxn:
-        with open(bd.path("conf", "bblayers.conf"), "a") as f:
-            f.write('\nBBLAYERS += "%s"\n' % meta_vxn(tier))
     return bd
+
+
+def start_parse(tier, stack):
+    """The whole stack parsed in check-real-<series>, in the background from the tier's start,
+    beside the stand-in builds. Twice: in a fresh TOPDIR BitBake's first command hashes its
+    configuration differently from every later one (docs/integration.md, "Noticed in BitBake"),
+    so the second parses every recipe again; after both, the commands of test_real_layers.py
+    find the parse cache. The first is the parse whose warnings the parse test reads."""
+    return check_dir(tier, stack).start("-p", tool="bitbake -p && bitbake")
 
 
 def meta_vxn(tier):
     return os.path.join(tier.checkout, "meta-vxn")
+
+
+# yocto-check-layer on the real stack is opt-in (VXN_REAL_CHECK_LAYER=1), not part of CI: run in
+# the Dom0 configuration with BBMULTICONFIG = "vruntime-x86-64" its first step, `bitbake -S
+# lockedsigs world`, fails outside meta-vxn ("Nothing PROVIDES 'gstreamer1.0' (but
+# mc:vruntime-x86-64:.../meta-oe/recipes-support/freerdp/freerdp_2.11.8.bb ...)": world in the
+# vruntime multiconfig reaches recipes its BBMASK cuts off), and without the multiconfig its two
+# full parses and two world signature dumps of 4,740 recipes do not fit the CI budget on 2 cores
+# (docs/integration.md, "The real-layers tier"). So it runs in a TOPDIR of its own, without the
+# multiconfig, when asked for.
+CHECK_LAYER_ENV = "VXN_REAL_CHECK_LAYER"
+
+
+def check_layer_wanted():
+    return os.environ.get(CHECK_LAYER_ENV) == "1"
 
 
 def start_check_layer(tier, stack):
@@ -122,7 +143,9 @@ def start_check_layer(tier, stack):
     in bblayers.conf already: it adds only LAYERDEPENDS, and meta-vxn's is core alone), in the
     background; --no-auto-dependency because its discovery crashes on meta-virtualization's
     dynamic-layers/raspberrypi, which has no layer.conf."""
-    bd = check_dir(tier, stack, with_vxn=False)
+    bd = oetier.BuildDir(tier, stack.series, "check-layer-real-" + stack.series.name, stack.dependencies(),
+                         sstate="sstate-check-layer-real-" + stack.series.name)
+    bd.write_conf(DOM0_CONF.replace('BBMULTICONFIG = "%s"' % MC, 'BBMULTICONFIG = ""'))
     return bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
                     tool="yocto-check-layer")
 
