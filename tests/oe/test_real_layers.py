@@ -5,11 +5,11 @@ meta-filesystems, meta-poky, meta-virtualization, meta-vxn):
 - build-real-wrynose: their recipes masked but for the ones these builds need (as the stand-in
   builds), no multiconfig, the inputs given by path (vxn-blobs demo's stand-in images): the
   real vxn-init.sh and vcontainer-init-common.sh injected and deployed, and meta-virtualization's
-  vxn, bbappended, built through do_package_write_deb. Runs first, beside yocto-check-layer.
-- check-real-wrynose: the whole stack with the Dom0 configuration (reallayers.DOM0_CONF), where
-  yocto-check-layer runs in the background from the tier's start (conftest.py) and, after it,
-  every other command here: the stack is parsed once, by yocto-check-layer, and its cache serves
-  `bitbake -p`, bitbake-layers, `bitbake -g` and the signature runs.
+  vxn, bbappended, built through do_package_write_deb; and the signature test.
+- check-real-wrynose: the whole stack with meta-vxn and the Dom0 configuration
+  (reallayers.DOM0_CONF), parsed in the background from the tier's start
+  (reallayers.start_parse), after which `bitbake -p`, bitbake-layers and `bitbake -g` run on
+  its cache. yocto-check-layer on the real stack is opt-in (reallayers.CHECK_LAYER_ENV).
 """
 
 import glob
@@ -202,7 +202,7 @@ def test_offline_the_real_scripts_are_injected_and_vxn_packages_the_deployed_blo
     assert r.returncode != 0 and "RPROVIDES vxn-dom0-blobs: install vxn" in r.output, r.output[-2000:]
 
 
-# -- check-real-wrynose: the whole stack, parsed once --------------------------------------------
+# -- check-real-wrynose: the whole stack, parsed in the background ---------------------------------
 
 @pytest.fixture(scope="module")
 def real_parse(tier, stack):
