@@ -408,21 +408,24 @@ def test_ctrl_c_in_do_compile(tier, primary, watch):
         ui = ui_pid(running)
         for _ in range(presses):
             os.kill(ui, signal.SIGINT)
-            time.sleep(0.5)
+            time.sleep(0.2)
         r = running.wait(check=False)
         took = wait_gone(bd, "compile")
-        say("Ctrl-C x%d in do_compile: bitbake exit %d; vxn-blobs gone %.1f s later"
-            % (presses, r.returncode, took), t0)
+        compiled = "%s-1.0-r0: task do_compile: Succeeded" % RECIPE
+        # On idle cores the transcode can end between the two presses: then the second one
+        # finds no task to terminate and the build ends as after one press.
+        forced = presses == 2 and compiled not in r.output
+        say("Ctrl-C x%d in do_compile: bitbake exit %d; vxn-blobs gone %.1f s later; %s"
+            % (presses, r.returncode, took, "the task terminated" if forced else "do_compile finished first"), t0)
         assert r.returncode != 0
         assert "Keyboard Interrupt" in r.output and "Execution was interrupted" in r.output, r.output[-2000:]
         assert "do_deploy" not in r.ran(RECIPE), r.ran(RECIPE)
-        compiled = "%s-1.0-r0: task do_compile: Succeeded" % RECIPE
-        if presses == 1:
+        if not forced:
             # "Stopped build" is BitBake's ERROR line for any interrupted build.
             assert compiled in r.output and "task failed" not in r.output, r.output[-3000:]
         else:
             # The forced shutdown: SIGTERM to the task's process group, vxn-blobs included.
-            assert compiled not in r.output and "Sending SIGTERM to remaining 1 tasks" in r.output, r.output[-3000:]
+            assert "Sending SIGTERM to remaining 1 tasks" in r.output, r.output[-3000:]
         t1 = time.time()
         while bitbake_processes(bd, running) and time.time() - t1 < 60:
             time.sleep(0.2)  # the server ends a moment after its last client
@@ -433,7 +436,7 @@ def test_ctrl_c_in_do_compile(tier, primary, watch):
         r = bd.bitbake(RECIPE)
         say("the next build after Ctrl-C x%d" % presses, t0)
         assert "do_deploy" in vxn_tasks(r), vxn_tasks(r)
-        if presses == 2:  # the tool was terminated in the transcode: the rerun must start clean
+        if forced:  # the tool was terminated in the transcode: the rerun must start clean
             assert the_set(bd) == reference_set(tier, bd, variant)
 
 
