@@ -101,8 +101,8 @@ def discover(tier):
 
 def check_dir(tier, stack):
     """check-real-<series>: the whole real stack (no mask) with meta-vxn and the Dom0
-    configuration, multiconfig included, parsed once by the first command of
-    test_real_layers.py; `bitbake -p`, bitbake-layers and `bitbake -g` then run on its cache."""
+    configuration, multiconfig included, parsed in the background by start_parse;
+    `bitbake -p`, bitbake-layers and `bitbake -g` of test_real_layers.py then run on its cache."""
     bd = oetier.BuildDir(tier, stack.series, "check-real-" + stack.series.name,
                          stack.dependencies() + [meta_vxn(tier)],
                          sstate="sstate-check-real-" + stack.series.name)
