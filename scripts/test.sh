@@ -10,7 +10,8 @@
 # MSRV, the bb-library harness of meta-vxn), boot (deployed blobs boot a Debian kernel under QEMU,
 # x86_64 and aarch64: tests/integration/boot.rs), xen (deployed and installed blobs boot under Xen
 # with `xl create` as meta-virtualization's backend runs it: tests/integration/xen.rs), oe (the
-# real bitbake with OE-core, tests/oe/).
+# real bitbake with OE-core, tests/oe/; its yocto-check-layer run beside the real layers starts
+# before the first tier and is reported after the oe tier as oe-check-layer).
 #
 # Under CI=true every external oracle (squashfs-tools, squashfs-tools-ng, the bb library, the
 # OE-core and meta-virtualization snapshots, QEMU) is required: a test that cannot find one fails instead of skipping.
@@ -99,19 +100,55 @@ xen_tier() {
 # The real bitbake with OE-core's classes (tests/oe/run): from $VXN_OE_SNAPSHOTS (.ci/run points
 # it at ../shared/oe) or $VXN_OE_CORE/$VXN_BITBAKE; without either it says how and skips.
 oe_tier() {
-    tests/oe/run
+    if [ -n "${check_layer_pid:-}" ]; then
+        tests/oe/run -k "not $CHECK_LAYER_TEST"
+    else
+        tests/oe/run
+    fi
+}
+# yocto-check-layer on meta-vxn beside the real layers is the longest job of all (28 min alone on
+# 2 idle cores: three full parses of about 4,700 recipes and four world signature dumps) and
+# needs nothing the other tiers make. So when the oe tier is to run, it starts first, in the
+# background, in a work directory of its own, and the other tiers run beside it; its result is
+# awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.
+CHECK_LAYER_TEST=test_yocto_check_layer_passes_beside_the_real_layers
+start_check_layer() {
+    check_layer_log="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer.log"
+    check_layer_t0=$(date +%s)
+    echo "test.sh: === tier oe-check-layer started in the background (log: $check_layer_log) ==="
+    VXN_OE_WORK="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer" \
+        setsid tests/oe/run -k "$CHECK_LAYER_TEST" >"$check_layer_log" 2>&1 &
+    check_layer_pid=$!
+    # A tier that fails ends this script: the background run goes with it.
+    trap 'kill -TERM -- -$check_layer_pid 2>/dev/null || true' EXIT
+}
+check_layer_tier() {
+    status=0
+    wait "$check_layer_pid" || status=$?
+    trap - EXIT
+    cat "$check_layer_log"
+    t=$(( $(date +%s) - check_layer_t0 ))
+    tier_times="$tier_times oe-check-layer=${t}s(background)"
+    if [ "$status" != 0 ]; then
+        echo "test.sh: === tier oe-check-layer FAILED after ${t}s (exit $status; log above and in $check_layer_log) ==="
+        exit "$status"
+    fi
+    echo "test.sh: === tier oe-check-layer passed in ${t}s, beside the other tiers ==="
 }
 
 if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
     tier install install
 fi
+case " $TIERS " in
+    *" oe "*) start_check_layer ;;
+esac
 for t in $TIERS; do
     case $t in
         rust) tier rust rust_tier ;;
         python) tier python python_tier ;;
         boot) tier boot boot_tier ;;
         xen) tier xen xen_tier ;;
-        oe) tier oe oe_tier ;;
+        oe) tier oe oe_tier; check_layer_tier ;;
         *) echo "test.sh: unknown tier '$t' (known: rust python boot xen oe)" >&2; exit 2 ;;
     esac
 done

@@ -46,7 +46,7 @@ def tier():
     # meta-vxn) and dumps world's signatures twice: started now, it runs beside the builds, and
     # leaves its parse cache to test_real_layers.py. Its test waits for it and asserts on what it
     # printed.
-    stack = reallayers.discover(t) if REAL_CHECK_SELECTED and reallayers.check_layer_wanted() else None
+    stack = reallayers.discover(t) if REAL_CHECK_SELECTED else None
     if stack:
         t.check_layer_runs["real"] = reallayers.start_check_layer(t, stack)
         oetier.log("real layers: yocto-check-layer started in the background")

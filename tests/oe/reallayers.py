@@ -29,21 +29,16 @@ ENABLE_HINT = ("the real-layers tier needs meta-virtualization, meta-openembedde
                "meta-yocto-%s-*.tar.gz; see docs/integration.md" % ((SERIES,) * 4))
 
 # A Xen Dom0 build, with the vruntime multiconfig of this machine, in every TOPDIR of the real
-# layers: xen-host.conf's features (virtualization, vcontainer, xen, vxn) for the Dom0's
-# configuration alone (DISTRO nodistro here), since local.conf is read by every multiconfig and
-# meta-virt-host.conf's appends (systemd among them) make the vruntime images unresolvable
-# ("Nothing RPROVIDES 'udev'", docs/integration.md); its two BBFILE_PATTERN_IGNORE_EMPTY lines
-# for the layers vruntime masks. yocto-check-layer's test_signatures compares world's signatures
-# without and with the layer; vxn is the one recipe meta-vxn changes on purpose (its bbappend),
-# so it leaves world here and the check shows that nothing else changes; the tests show what
-# does change in vxn.
+# layers but check-layer-real-<series>: xen-host.conf's features (virtualization, vcontainer,
+# xen, vxn) for the Dom0's configuration alone (DISTRO nodistro here), since local.conf is read by
+# every multiconfig and meta-virt-host.conf's appends (systemd among them) make the vruntime
+# images unresolvable ("Nothing RPROVIDES 'udev'", docs/integration.md); its two
+# BBFILE_PATTERN_IGNORE_EMPTY lines for the layers vruntime masks.
 DOM0_CONF = '''# A Xen Dom0 build (the default configuration) with the vruntime multiconfig.
 DISTRO_FEATURES:append:nodistro = " virtualization vcontainer xen vxn"
 BBMULTICONFIG = "%s"
 BBFILE_PATTERN_IGNORE_EMPTY_filesystems-layer = "1"
 BBFILE_PATTERN_IGNORE_EMPTY_meta-python = "1"
-# vxn is what meta-vxn's bbappend changes on purpose: out of world, for test_signatures.
-EXCLUDE_FROM_WORLD:pn-vxn = "1"
 ''' % MC
 
 
@@ -124,29 +119,27 @@ def meta_vxn(tier):
     return os.path.join(tier.checkout, "meta-vxn")
 
 
-# yocto-check-layer on the real stack is opt-in (VXN_REAL_CHECK_LAYER=1), not part of CI: run in
-# the Dom0 configuration with BBMULTICONFIG = "vruntime-x86-64" its first step, `bitbake -S
-# lockedsigs world`, fails outside meta-vxn ("Nothing PROVIDES 'gstreamer1.0' (but
-# mc:vruntime-x86-64:.../meta-oe/recipes-support/freerdp/freerdp_2.11.8.bb ...)": world in the
-# vruntime multiconfig reaches recipes its BBMASK cuts off), and without the multiconfig its two
-# full parses and two world signature dumps of 4,740 recipes do not fit the CI budget on 2 cores
-# (docs/integration.md, "The real-layers tier"). So it runs in a TOPDIR of its own, without the
-# multiconfig, when asked for.
-CHECK_LAYER_ENV = "VXN_REAL_CHECK_LAYER"
-
-
-def check_layer_wanted():
-    return os.environ.get(CHECK_LAYER_ENV) == "1"
+# yocto-check-layer on meta-vxn beside the real stack runs in the default configuration, as the
+# Yocto Project Compatible check runs a layer: no distro features, no multiconfig. There adding
+# meta-vxn must change no signature of world, and it does not: the one recipe its bbappend changes,
+# meta-virtualization's vxn, is skipped without "xen" in DISTRO_FEATURES (vxn_1.0.bb's
+# REQUIRED_DISTRO_FEATURES), so enabling Xen is the user's opt-in; and both vxn-initramfs-create
+# recipes are out of world. The Dom0 configuration cannot be the check's: there the bbappend
+# changes vxn on purpose (test_real_layers.py shows how), and world in the vruntime multiconfig
+# fails in meta-openembedded ("Nothing PROVIDES 'gstreamer1.0' (but
+# mc:vruntime-x86-64:.../freerdp_2.11.8.bb ...)": its BBMASK cuts off what meta-oe's recipes
+# need). docs/integration.md, "The real-layers tier".
+CHECK_LAYER_CONF = "# The default configuration: what yocto-check-layer checks a layer in.\n"
 
 
 def start_check_layer(tier, stack):
     """yocto-check-layer on meta-vxn, every test, with the real layers as --dependency (they are
     in bblayers.conf already: it adds only LAYERDEPENDS, and meta-vxn's is core alone), in the
-    background; --no-auto-dependency because its discovery crashes on meta-virtualization's
-    dynamic-layers/raspberrypi, which has no layer.conf."""
+    background from the tier's start; --no-auto-dependency because its discovery crashes on
+    meta-virtualization's dynamic-layers/raspberrypi, which has no layer.conf."""
     bd = oetier.BuildDir(tier, stack.series, "check-layer-real-" + stack.series.name, stack.dependencies(),
                          sstate="sstate-check-layer-real-" + stack.series.name)
-    bd.write_conf(DOM0_CONF.replace('BBMULTICONFIG = "%s"' % MC, 'BBMULTICONFIG = ""'))
+    bd.write_conf(CHECK_LAYER_CONF)
     return bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
                     tool="yocto-check-layer")
 
