@@ -42,10 +42,10 @@ def tier():
     if not t.series:
         oetier.missing(oetier.ENABLE_HINT)
     t.prepare()
-    # yocto-check-layer on the real layers parses the whole stack (twice: without and with
-    # meta-vxn) and dumps world's signatures twice: started now, it runs beside the builds, and
-    # leaves its parse cache to test_real_layers.py. Its test waits for it and asserts on what it
-    # printed.
+    # yocto-check-layer on the real layers parses the whole stack three times (without meta-vxn,
+    # with it, and with its class inherited) and dumps world's signatures four times: started
+    # now, it runs beside the builds (scripts/test.sh starts it even earlier, as a run of its
+    # own). Its test waits for it and asserts on what it printed.
     stack = reallayers.discover(t) if REAL_CHECK_SELECTED else None
     if stack:
         t.check_layer_runs["real"] = reallayers.start_check_layer(t, stack)
