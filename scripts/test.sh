@@ -113,11 +113,11 @@ oe_tier() {
 # awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.
 CHECK_LAYER_TEST=test_yocto_check_layer_passes_beside_the_real_layers
 start_check_layer() {
-    check_layer_log="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer.log"
+    check_layer_work="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer"
+    check_layer_log="$check_layer_work.log"
     check_layer_t0=$(date +%s)
     echo "test.sh: === tier oe-check-layer started in the background (log: $check_layer_log) ==="
-    VXN_OE_WORK="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer" \
-        setsid tests/oe/run -k "$CHECK_LAYER_TEST" >"$check_layer_log" 2>&1 &
+    VXN_OE_WORK="$check_layer_work" setsid tests/oe/run -k "$CHECK_LAYER_TEST" >"$check_layer_log" 2>&1 &
     check_layer_pid=$!
     # A tier that fails ends this script: the background run goes with it.
     trap 'kill -TERM -- -$check_layer_pid 2>/dev/null || true' EXIT

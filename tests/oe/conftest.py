@@ -46,13 +46,12 @@ def tier():
     # with it, and with its class inherited) and dumps world's signatures four times: started
     # now, it runs beside the builds (scripts/test.sh starts it even earlier, as a run of its
     # own). Its test waits for it and asserts on what it printed.
-    stack = reallayers.discover(t) if REAL_CHECK_SELECTED else None
-    if stack:
+    stack = reallayers.discover(t) if REAL_CHECK_SELECTED or REAL_STACK_SELECTED else None
+    if stack and REAL_CHECK_SELECTED:
         t.check_layer_runs["real"] = reallayers.start_check_layer(t, stack)
         oetier.log("real layers: yocto-check-layer started in the background")
     # The whole real stack's parse, for test_real_layers.py's commands on it, likewise.
-    stack = reallayers.discover(t) if REAL_STACK_SELECTED else None
-    if stack:
+    if stack and REAL_STACK_SELECTED:
         t.check_layer_runs["real-parse"] = reallayers.start_parse(t, stack)
         oetier.log("real layers: the parse of the whole stack started in the background")
     return t
