@@ -14,8 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oetier  # noqa: E402
 import reallayers  # noqa: E402
 
-# The series the tier is about: builds run on the first of them that the run has, the parse on
-# each. blacksail is OE-core master (the series after wrynose).
+# The series the tier is about: builds run on the first of them that the run has; the full parse
+# of OE-core with meta-vxn on the others (test_parse.py), wrynose's being the real stack's.
+# blacksail is OE-core master (the series after wrynose).
 WANTED = ["wrynose", "scarthgap", "blacksail"]
 
 

@@ -521,3 +521,24 @@ def check_dir(tier, series):
                   'VXN_SCRIPTS_DIR = "%s"\n'
                   'BB_SERVER_TIMEOUT = "30"\n' % scripts)
     return bd
+
+
+# meta-vxn's knobs, each a variable a user may set, and so looks up.
+KNOBS = ("VXN_RUNTIME", "VXN_MULTICONFIG", "VXN_BLOB_ARCH", "VXN_KERNEL_IMAGETYPE", "VXN_MC_DEPLOY_DIR",
+         "VXN_INITRAMFS", "VXN_ROOTFS", "VXN_KERNEL_DIRS", "VXN_INJECT", "VXN_COMPRESSION",
+         "VXN_FORCE_BUILD", "VXN_INSTALL_BLOBS", "VXN_CHECK", "VXN_SPEC")
+
+
+def assert_knobs_shown(bd):
+    """The knobs where a user looks them up: bitbake-getvar gives the value and the class line
+    that set it, `bitbake -e` lists every knob, and the rootfs input is in the deploy of the
+    default multiconfig, vruntime-x86-64."""
+    r = bd.bitbake("-r", "vxn-initramfs-create", "VXN_FORCE_BUILD", tool="bitbake-getvar")
+    assert 'VXN_FORCE_BUILD="0"' in r.output, r.output
+    assert "classes/vxn-initramfs-create.bbclass" in r.output, r.output
+    env = bd.bitbake("-e", "vxn-initramfs-create").output
+    for knob in KNOBS:
+        assert re.search(r"^%s=" % knob, env, re.M), knob
+    assert re.search(r'^VXN_ROOTFS=".*/tmp-vruntime-x86-64/deploy/images/qemux86-64/'
+                     r'vdkr-rootfs-image-qemux86-64\.rootfs\.squashfs"$', env, re.M)
+    assert re.search(r'^PACKAGE_ARCH="qemux86_64"$', env, re.M)

@@ -263,6 +263,11 @@ def test_the_real_stack_parses_with_no_warning_from_meta_vxn(tier, real, real_pa
     assert not again.lines("ERROR:") and not ours(tier, again.warnings()), again.output[-2000:]
 
 
+def test_the_knobs_show_where_users_look_them_up(real):
+    """On wrynose, here only: OE-core alone is not parsed in full for it (test_parse.py)."""
+    oetier.assert_knobs_shown(real)
+
+
 def test_show_appends_and_show_overlayed_are_what_the_docs_say(tier, real):
     dynamic = os.path.join(reallayers.meta_vxn(tier), "dynamic-layers", "virtualization-layer", "recipes-core", "vxn")
     r = real.bitbake("show-appends", tool="bitbake-layers")
