@@ -129,7 +129,19 @@ def meta_vxn(tier):
 # fails in meta-openembedded ("Nothing PROVIDES 'gstreamer1.0' (but
 # mc:vruntime-x86-64:.../freerdp_2.11.8.bb ...)": its BBMASK cuts off what meta-oe's recipes
 # need). docs/integration.md, "The real-layers tier".
-CHECK_LAYER_CONF = "# The default configuration: what yocto-check-layer checks a layer in.\n"
+#
+# One setting is added: the signature handler that yocto-check-layer's world commands
+# (get_signatures, for test_signatures, test_world and test_world_inherit_class) force on their
+# command line, BB_SIGNATURE_HANDLER="OEBasicHash", for its other commands too. The handler is
+# part of the configuration's hash, so with bitbake.conf's default (OEEquivHash) test_parse's
+# `bitbake -p` had a configuration of its own, and test_signatures parsed the whole stack again:
+# 9 of the run's 50 minutes in CI. With it, test_signatures and test_world use test_parse's cache
+# and the run parses the stack three times: without meta-vxn, with it, and with the
+# yocto-check-layer class. Nothing the check compares changes: only `bitbake -p` and `bitbake -e`
+# (test_parse, test_show_environment) see another handler, and neither computes a signature.
+CHECK_LAYER_CONF = ('# The default configuration: what yocto-check-layer checks a layer in, with the\n'
+                    '# signature handler its signature tests force, so that they use the parse of test_parse.\n'
+                    'BB_SIGNATURE_HANDLER = "OEBasicHash"\n')
 
 
 def start_check_layer(tier, stack):
@@ -142,6 +154,33 @@ def start_check_layer(tier, stack):
     bd.write_conf(CHECK_LAYER_CONF)
     return bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
                     tool="yocto-check-layer")
+
+
+def server_commands(path):
+    """What each BitBake server of a TOPDIR did, from its bitbake-cookerdaemon.log: a
+    (command, seconds parsing recipes, seconds in all) per server that built targets or parsed,
+    in order; the budget's account of a yocto-check-layer run (docs/integration.md, "Budget")."""
+    def seconds(clock):
+        h, m, s = clock.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    servers = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.match(r"^(\d+) (\d\d:\d\d:\d\d\.\d+) (.*)$", line)
+            if not m:
+                continue
+            pid, t, what = m.group(1), seconds(m.group(2)), m.group(3)
+            server = servers.setdefault(pid, {"start": t, "command": None, "parse": 0.0, "end": t})
+            server["end"] = t
+            command = re.match(r"Running command \['(buildTargets|parseFiles)'(?:, (\[[^\]]*\]))?", what)
+            if command:
+                server["command"] = command.group(1) + (" " + command.group(2) if command.group(2) else "")
+            elif what == "Parsing started":
+                server["parse_start"] = t
+            elif what == "Parsing completed" and "parse_start" in server:
+                server["parse"] = (t - server["parse_start"]) % 86400
+    return [(s["command"], s["parse"], (s["end"] - s["start"]) % 86400) for s in servers.values() if s["command"]]
 
 
 def parse_dot(path):

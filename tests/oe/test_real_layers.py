@@ -230,6 +230,8 @@ def test_yocto_check_layer_passes_beside_the_real_layers(tier, stack):
     results = re.findall(r"^INFO: (test_\w+) \(([\w.]+)\)\s*$(?:\n(?!INFO: ).*$)*\n^INFO: .*?\.\.\. (ok|FAIL|ERROR|skipped.*)$",
                          r.output, re.M)
     oetier.log("real layers: yocto-check-layer ran %s" % ", ".join("%s %s" % (t, res) for t, _, res in results))
+    for command, parsing, seconds in reallayers.server_commands(running.bd.path("bitbake-cookerdaemon.log")):
+        oetier.log("real layers: yocto-check-layer's %s: %.0f s, of which %.0f s parsing" % (command, seconds, parsing))
     assert r.returncode == 0, r.output[-4000:]
     assert "INFO: meta-vxn" in r.output and "PASS" in r.output.split("Summary of results:")[-1], r.output[-2000:]
     tests = {t: res for t, _, res in results}
