@@ -32,16 +32,27 @@ TIERS=${VXN_TIERS:-"rust python boot xen oe"}
 
 start=$(date +%s)
 tier_times=""
-# Runs one tier and records how long it took.
+# The machine's busy and idle CPU time so far (/proc/stat, in clock ticks): how busy the cores
+# were during a tier, the background check-layer run included, says whether taking work off a
+# tier can shorten the run (docs/integration.md, "Budget").
+cpu_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
+}
+busy_percent() { # the `cpu_ticks` output at the tier's start
+    set -- $1 $(cpu_ticks)
+    awk -v b="$(( $3 - $1 ))" -v i="$(( $4 - $2 ))" 'BEGIN { printf "%d", (b + i) ? 100 * b / (b + i) : 0 }'
+}
+# Runs one tier and records how long it took, in wall-clock and CPU time.
 tier() {
     name=$1
     shift
     echo "test.sh: === tier $name ==="
     t0=$(date +%s)
+    c0=$(cpu_ticks)
     "$@"
     t=$(( $(date +%s) - t0 ))
     tier_times="$tier_times $name=${t}s"
-    echo "test.sh: === tier $name passed in ${t}s ==="
+    echo "test.sh: === tier $name passed in ${t}s (cores $(busy_percent "$c0")% busy) ==="
 }
 
 install() {
@@ -116,6 +127,7 @@ start_check_layer() {
     check_layer_work="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer"
     check_layer_log="$check_layer_work.log"
     check_layer_t0=$(date +%s)
+    check_layer_c0=$(cpu_ticks)
     echo "test.sh: === tier oe-check-layer started in the background (log: $check_layer_log) ==="
     VXN_OE_WORK="$check_layer_work" setsid tests/oe/run -k "$CHECK_LAYER_TEST" >"$check_layer_log" 2>&1 &
     check_layer_pid=$!
@@ -133,7 +145,7 @@ check_layer_tier() {
         echo "test.sh: === tier oe-check-layer FAILED after ${t}s (exit $status; log above and in $check_layer_log) ==="
         exit "$status"
     fi
-    echo "test.sh: === tier oe-check-layer passed in ${t}s, beside the other tiers ==="
+    echo "test.sh: === tier oe-check-layer passed in ${t}s (cores $(busy_percent "$check_layer_c0")% busy), beside the other tiers ==="
 }
 
 if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
