@@ -83,22 +83,14 @@ install() {
 
 tool="${CARGO_TARGET_DIR:-$top/target}/release/vxn-blobs"
 
-# Beside the background check-layer run (below), the CPU-bound tiers run at a lower priority
-# ($FOREGROUND): the check-layer run is the longest chain of the whole run (28 min alone), and
-# with an equal share it got about 40% of its speed while the other tiers ran, then ended 13
-# minutes after them, its single-threaded signature dumps leaving a core idle. The tiers that
-# boot QEMU under timeouts (boot, xen) keep the normal priority. (See start_check_layer for
-# the scheduler setting this needs.)
-FOREGROUND=""
-
 rust_tier() {
-    $FOREGROUND cargo build --release --locked
-    $FOREGROUND cargo test --release --locked
+    cargo build --release --locked
+    cargo test --release --locked
 }
 
 python_tier() {
-    [ -x "$tool" ] || $FOREGROUND cargo build --release --locked
-    VXN_BLOBS="$tool" $FOREGROUND .venv/bin/python -m pytest -q tests/python tests/bitbake
+    [ -x "$tool" ] || cargo build --release --locked
+    VXN_BLOBS="$tool" .venv/bin/python -m pytest -q tests/python tests/bitbake
 }
 
 # The boot tests are ignored in the rust tier; here they run one at a time, printing each boot's
@@ -120,13 +112,13 @@ xen_tier() {
 # it at ../shared/oe) or $VXN_OE_CORE/$VXN_BITBAKE; without either it says how and skips.
 oe_tier() {
     if [ -n "${check_layer_pid:-}" ]; then
-        $FOREGROUND tests/oe/run -k "not $CHECK_LAYER_TEST"
+        tests/oe/run -k "not $CHECK_LAYER_TEST"
     else
         tests/oe/run
     fi
 }
 # yocto-check-layer on meta-vxn beside the real layers is the longest job of all (28 min alone on
-# 2 idle cores: four full parses of about 4,700 recipes and four world signature dumps) and
+# 2 idle cores: three full parses of about 4,700 recipes and four world signature dumps) and
 # needs nothing the other tiers make. So when the oe tier is to run, it starts first, in the
 # background, in a work directory of its own, and the other tiers run beside it; its result is
 # awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.
@@ -139,24 +131,13 @@ start_check_layer() {
     echo "test.sh: === tier oe-check-layer started in the background (log: $check_layer_log) ==="
     VXN_OE_WORK="$check_layer_work" setsid tests/oe/run -k "$CHECK_LAYER_TEST" >"$check_layer_log" 2>&1 &
     check_layer_pid=$!
-    FOREGROUND="nice -n 5"
-    # The kernel's autogroup scheduling (on by default) shares the CPU between sessions, not
-    # processes, and every BitBake server starts a session of its own: a nice value would not
-    # reach past them. Run as root, the run turns it off until it ends (seen here: with it on,
-    # nice 5 on the other tiers did not speed the check-layer run up at all).
-    autogroup=/proc/sys/kernel/sched_autogroup_enabled
-    if [ "$(id -u)" = 0 ] && [ "$(cat $autogroup 2>/dev/null)" = 1 ] && echo 0 2>/dev/null >$autogroup; then
-        echo "test.sh: autogroup scheduling off while the check-layer run is in the background (restored after it)"
-        restore_autogroup="echo 1 >$autogroup"
-    fi
     # A tier that fails ends this script: the background run goes with it.
-    trap 'kill -TERM -- -$check_layer_pid 2>/dev/null || true; eval "${restore_autogroup:-}"' EXIT
+    trap 'kill -TERM -- -$check_layer_pid 2>/dev/null || true' EXIT
 }
 check_layer_tier() {
     status=0
     wait "$check_layer_pid" || status=$?
     trap - EXIT
-    eval "${restore_autogroup:-}"
     cat "$check_layer_log"
     t=$(( $(date +%s) - check_layer_t0 ))
     tier_times="$tier_times oe-check-layer=${t}s(background)"
