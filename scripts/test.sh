@@ -118,7 +118,7 @@ oe_tier() {
     fi
 }
 # yocto-check-layer on meta-vxn beside the real layers is the longest job of all (28 min alone on
-# 2 idle cores: three full parses of about 4,700 recipes and four world signature dumps) and
+# 2 idle cores: four full parses of about 4,700 recipes and four world signature dumps) and
 # needs nothing the other tiers make. So when the oe tier is to run, it starts first, in the
 # background, in a work directory of its own, and the other tiers run beside it; its result is
 # awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.

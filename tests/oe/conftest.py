@@ -43,8 +43,8 @@ def tier():
     if not t.series:
         oetier.missing(oetier.ENABLE_HINT)
     t.prepare()
-    # yocto-check-layer on the real layers parses the whole stack three times (without meta-vxn,
-    # with it, and with its class inherited) and dumps world's signatures four times: started
+    # yocto-check-layer on the real layers parses the whole stack four times (without meta-vxn,
+    # with it twice, and with its class inherited) and dumps world's signatures four times: started
     # now, it runs beside the builds (scripts/test.sh starts it even earlier, as a run of its
     # own). Its test waits for it and asserts on what it printed.
     stack = reallayers.discover(t) if REAL_CHECK_SELECTED or REAL_STACK_SELECTED else None
