@@ -42,7 +42,7 @@ busy_percent() { # the `cpu_ticks` output at the tier's start
     set -- $1 $(cpu_ticks)
     awk -v b="$(( $3 - $1 ))" -v i="$(( $4 - $2 ))" 'BEGIN { printf "%d", (b + i) ? 100 * b / (b + i) : 0 }'
 }
-# Runs one tier and records how long it took, in wall-clock and CPU time.
+# Runs one tier and records how long it took and how busy the cores were meanwhile.
 tier() {
     name=$1
     shift
