@@ -27,6 +27,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tarfile
 import threading
@@ -206,6 +207,13 @@ class Tier:
     checkout the build user can read."""
 
     def __init__(self):
+        # Every BitBake command gets SIGINT as a terminal gives it: the default. A suite started
+        # as a background job of a shell without job control (`sh -c '...' &`) ignores SIGINT,
+        # Python then installs no handler of its own, and the ignore passed down to every
+        # bitbake: knotty never saw the Ctrl-C of test_faults.py. With a handler here, each
+        # child starts with the default again (exec resets handled signals, not ignored ones).
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self.work = os.path.abspath(os.environ.get("VXN_OE_WORK", "/var/tmp/vxn-oe-tier"))
         self.sources = os.path.join(self.work, "sources")
         os.makedirs(self.sources, exist_ok=True)

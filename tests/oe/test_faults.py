@@ -18,6 +18,7 @@ import io
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -220,30 +221,34 @@ def ui_pid(running):
 CTRL_C_ANSWERS = ("Keyboard Interrupt, closing down...", "Second Keyboard Interrupt, stopping...")
 
 
+def _ignores_sigint(pid):
+    with open("/proc/%d/status" % pid, encoding="utf-8") as f:
+        ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", f.read(), re.M).group(1), 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
 def press_ctrl_c(running, press):
     """Ctrl-C in knotty's terminal, the `press`-th (1 or 2): SIGINT to the UI, then waits for
-    knotty's answer to it in its output (the command runs with PYTHONUNBUFFERED=1, so that the
-    answer is there at once). Seen once in CI: a SIGINT that knotty never answered, the build
-    running on to the end. A SIGINT unanswered after 10 s is sent again, as a user presses
-    again when nothing happens; the test then says so. Returns how many SIGINTs it took; 0 for
-    a second press that came after the build had ended (on idle cores the transcode can end
-    between the two)."""
+    knotty's answer in its output (the command runs with PYTHONUNBUFFERED=1, so that it is there
+    at once), so that a second press comes after the first was taken. Returns False for a second
+    press that came after the build had ended (on idle cores the transcode can end between the
+    two)."""
     answer = CTRL_C_ANSWERS[press - 1]
-    for sent in range(1, 4):
-        if running.proc.poll() is not None:
-            break
-        _signal([ui_pid(running)], signal.SIGINT)
-        deadline = time.time() + 10
-        while time.time() < deadline and running.proc.poll() is None:
-            with open(running.output, encoding="utf-8", errors="replace") as f:
-                if answer in f.read():
-                    return sent
-            time.sleep(0.05)
     if press > 1 and running.proc.poll() is not None:
-        return 0
+        return False
+    ui = ui_pid(running)
+    # Seen in CI runs started as `sh -c '...' &`: the ignore that oetier.Tier now undoes.
+    assert not _ignores_sigint(ui), "knotty (pid %d) ignores SIGINT: inherited from how the suite was started" % ui
+    _signal([ui], signal.SIGINT)
+    deadline = time.time() + 60
+    while time.time() < deadline and running.proc.poll() is None:
+        with open(running.output, encoding="utf-8", errors="replace") as f:
+            if answer in f.read():
+                return True
+        time.sleep(0.05)
     r = running.wait(check=False)
-    if answer in r.output:
-        return sent
+    if answer in r.output or press > 1:
+        return answer in r.output
     pytest.fail("Ctrl-C %d: knotty never answered %r (exit %d):\n%s"
                 % (press, answer, r.returncode, "\n".join(r.output.splitlines()[-30:])))
 
@@ -437,16 +442,16 @@ def test_ctrl_c_in_do_compile(tier, primary, watch):
         bd.write_conf(conf(variant))
         running = bd.start(RECIPE, tool="PYTHONUNBUFFERED=1 bitbake")
         wait_for_tool(bd, running, "compile", growing=build_dir(bd))
-        sent = [press_ctrl_c(running, press) for press in range(1, presses + 1)]
+        for press in range(1, presses + 1):
+            press_ctrl_c(running, press)
         r = running.wait(check=False)
         took = wait_gone(bd, "compile")
         compiled = "%s-1.0-r0: task do_compile: Succeeded" % RECIPE
         # On idle cores the transcode can end between the two presses: then the second one
         # finds no task to terminate and the build ends as after one press.
         forced = presses == 2 and compiled not in r.output
-        say("Ctrl-C x%d in do_compile: bitbake exit %d; vxn-blobs gone %.1f s later; %s%s"
-            % (presses, r.returncode, took, "the task terminated" if forced else "do_compile finished first",
-               "" if max(sent) == 1 else "; SIGINTs per press (knotty lost some): %s" % sent), t0)
+        say("Ctrl-C x%d in do_compile: bitbake exit %d; vxn-blobs gone %.1f s later; %s"
+            % (presses, r.returncode, took, "the task terminated" if forced else "do_compile finished first"), t0)
         assert r.returncode != 0
         assert "Keyboard Interrupt" in r.output and "Execution was interrupted" in r.output, r.output[-2000:]
         assert "do_deploy" not in r.ran(RECIPE), r.ran(RECIPE)
