@@ -222,8 +222,12 @@ CTRL_C_ANSWERS = ("Keyboard Interrupt, closing down...", "Second Keyboard Interr
 
 
 def _ignores_sigint(pid):
-    with open("/proc/%d/status" % pid, encoding="utf-8") as f:
-        ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", f.read(), re.M).group(1), 16)
+    """Whether process `pid` ignores SIGINT (/proc's SigIgn mask); False once it has ended."""
+    try:
+        with open("/proc/%d/status" % pid, encoding="utf-8") as f:
+            ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", f.read(), re.M).group(1), 16)
+    except FileNotFoundError:
+        return False
     return bool(ignored & (1 << (signal.SIGINT - 1)))
 
 
