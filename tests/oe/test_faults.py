@@ -234,12 +234,12 @@ def _ignores_sigint(pid):
 def press_ctrl_c(running, press):
     """Ctrl-C in knotty's terminal, the `press`-th (1 or 2): SIGINT to the UI, then waits for
     knotty's answer in its output (the command runs with PYTHONUNBUFFERED=1, so that it is there
-    at once), so that a second press comes after the first was taken. Returns False for a second
-    press that came after the build had ended (on idle cores the transcode can end between the
-    two)."""
+    at once), so that a second press comes after the first was taken. A second press may find
+    the build ended (on idle cores the transcode can end between the two): the caller sees that
+    in the output."""
     answer = CTRL_C_ANSWERS[press - 1]
     if press > 1 and running.proc.poll() is not None:
-        return False
+        return
     ui = ui_pid(running)
     # Seen in CI runs started as `sh -c '...' &`: the ignore that oetier.Tier now undoes.
     assert not _ignores_sigint(ui), "knotty (pid %d) ignores SIGINT: inherited from how the suite was started" % ui
@@ -248,13 +248,12 @@ def press_ctrl_c(running, press):
     while time.time() < deadline and running.proc.poll() is None:
         with open(running.output, encoding="utf-8", errors="replace") as f:
             if answer in f.read():
-                return True
+                return
         time.sleep(0.05)
     r = running.wait(check=False)
-    if answer in r.output or press > 1:
-        return answer in r.output
-    pytest.fail("Ctrl-C %d: knotty never answered %r (exit %d):\n%s"
-                % (press, answer, r.returncode, "\n".join(r.output.splitlines()[-30:])))
+    if press == 1 and answer not in r.output:
+        pytest.fail("Ctrl-C 1: knotty never answered %r (exit %d):\n%s"
+                    % (answer, r.returncode, "\n".join(r.output.splitlines()[-30:])))
 
 
 def wait_gone(bd, what, timeout=120):
