@@ -1,7 +1,7 @@
 """Fixtures of the real-BitBake tier (tests/oe): the prepared tier and its series.
 
 The tests of this directory share one work directory and run in file order (builds first,
-then the full parses and yocto-check-layer); tests/oe/run is how they are started.
+then the parses and yocto-check-layer); tests/oe/run is how they are started.
 """
 
 import os
@@ -14,8 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oetier  # noqa: E402
 import reallayers  # noqa: E402
 
-# The series the tier is about: builds run on the first of them that the run has; the full parse
-# of OE-core with meta-vxn on the others (test_parse.py), wrynose's being the real stack's.
+# The series the tier is about: builds run on the first of them that the run has; a parse of
+# OE-core with meta-vxn on the others (test_parse.py), wrynose's being the real stack's.
 # blacksail is OE-core master (the series after wrynose).
 WANTED = ["wrynose", "scarthgap", "blacksail"]
 

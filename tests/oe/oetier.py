@@ -405,7 +405,7 @@ class BuildDir:
     a full parse takes minutes on two cores, a masked one seconds, so a dozen consecutive builds
     fit in CI. The classes, bitbake.conf and the sanity checks are OE-core's all the same; a
     recipe the build did need would fail it ("Nothing PROVIDES"), not pass it by accident. The
-    full parse is tested on its own (test_parse.py)."""
+    full parse is the real stack's (test_real_layers.py: all of OE-core and the layers beside)."""
 
     def __init__(self, tier, series, name, layers, mask=False, sstate=None):
         self.tier = tier
@@ -514,17 +514,26 @@ class Running:
 
 
 def check_dir(tier, series):
-    """check-<series>: OE-core's meta and meta-vxn, unmasked, VXN_SCRIPTS_DIR at the stand-in's
-    scripts so that the recipes are parsed, not skipped, and the documented DISTRO_FEATURES."""
+    """check-<series>: OE-core and meta-vxn, VXN_SCRIPTS_DIR at the stand-in's scripts so that
+    the recipes are parsed, not skipped, and the documented DISTRO_FEATURES.
+
+    Masked as the builds are: meta-vxn reaches no recipe but its own (its layer.conf sets only
+    the layer's own variables, its bbappends are for meta-virtualization's recipes, its class is
+    inherited by its recipes alone), so what a full parse of OE-core adds is OE-core's own
+    recipes, parsed in full beside meta-vxn on wrynose by the real stack's parse and by
+    yocto-check-layer's test_parse (test_real_layers.py). Masked, a series costs seconds instead
+    of a minute of both cores (docs/integration.md, "Budget")."""
     scripts = os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin",
                            "recipes-containers", "vcontainer", "files")
-    bd = BuildDir(tier, series, "check-" + series.name, [os.path.join(tier.checkout, "meta-vxn")],
-                  sstate="sstate-check-" + series.name)
-    # A server that outlives each command by 30 s: then bitbake-getvar and `bitbake -e` after
-    # `bitbake -p` reuse its parse (3 s) instead of parsing all of OE-core again (43 s alone, 90
-    # and 107 s in CI on wrynose and master), which BitBake 2.18 and master do for the second
-    # command of a fresh TOPDIR when each command starts its own server (docs/integration.md,
-    # "Noticed in BitBake").
+    # The offline stand-ins as in the builds: with OE-core's recipes masked, `bitbake -e` of a
+    # recipe still resolves its dependencies, pseudo among them.
+    layers = [os.path.join(tier.checkout, "meta-vxn"),
+              os.path.join(tier.checkout, "tests", "oe", "layers", "meta-offline-standin")]
+    bd = BuildDir(tier, series, "check-" + series.name, layers, mask=True, sstate="sstate-check-" + series.name)
+    # A server that outlives each command by 30 s: then bitbake-getvar, `bitbake -e` and the
+    # build after `bitbake -p` reuse its parse instead of parsing again, which BitBake 2.18 and
+    # master do for the second command of a fresh TOPDIR when each command starts its own server
+    # (docs/integration.md, "Noticed in BitBake").
     bd.write_conf('DISTRO_FEATURES:append = " virtualization vcontainer vxn"\n'
                   'VXN_SCRIPTS_DIR = "%s"\n'
                   'BB_SERVER_TIMEOUT = "30"\n' % scripts)
