@@ -122,6 +122,9 @@ oe_tier() {
 # needs nothing the other tiers make. So when the oe tier is to run, it starts first, in the
 # background, in a work directory of its own, and the other tiers run beside it; its result is
 # awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.
+# As root its BitBake servers run at a higher priority than the other tiers (autogroup nice -5:
+# oetier.BuildDir.favour), so that it ends near its time alone and the other tiers use the CPU
+# it leaves (docs/integration.md, "Budget").
 CHECK_LAYER_TEST=test_yocto_check_layer_passes_beside_the_real_layers
 start_check_layer() {
     check_layer_work="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer"

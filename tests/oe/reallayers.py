@@ -146,8 +146,10 @@ def start_check_layer(tier, stack):
     bd = oetier.BuildDir(tier, stack.series, "check-layer-real-" + stack.series.name, stack.dependencies(),
                          sstate="sstate-check-layer-real-" + stack.series.name)
     bd.write_conf(CHECK_LAYER_CONF)
-    return bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
-                    tool="yocto-check-layer")
+    running = bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
+                       tool="yocto-check-layer")
+    bd.favour(running)
+    return running
 
 
 def server_commands(path):
