@@ -38,7 +38,6 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 IN_CI = os.environ.get("CI") == "true"
-STANDIN_LAYERS = os.path.join(HERE, "layers")
 
 ENABLE_HINT = ("the real-BitBake tier needs OE-core and BitBake: set VXN_OE_CORE=<poky or OE-core "
                "checkout or snapshot tarball> (and VXN_BITBAKE=<bitbake checkout or tarball> if it "
@@ -556,6 +555,12 @@ class Running:
         return r
 
 
+def standin_layer(tier, name, *parts):
+    """A layer of tests/oe/layers (or a path in it), in the tier's copy of the checkout, which
+    the build user can read."""
+    return os.path.join(tier.checkout, "tests", "oe", "layers", name, *parts)
+
+
 def check_dir(tier, series):
     """check-<series>: OE-core and meta-vxn, VXN_SCRIPTS_DIR at the stand-in's scripts so that
     the recipes are parsed, not skipped, and the documented DISTRO_FEATURES.
@@ -566,12 +571,10 @@ def check_dir(tier, series):
     recipes, parsed in full beside meta-vxn on wrynose by the real stack's parse and by
     yocto-check-layer's test_parse (test_real_layers.py). Masked, a series costs seconds instead
     of a minute of both cores (docs/integration.md, "Budget")."""
-    scripts = os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin",
-                           "recipes-containers", "vcontainer", "files")
+    scripts = standin_layer(tier, "meta-virt-standin", "recipes-containers", "vcontainer", "files")
     # The offline stand-ins as in the builds: with OE-core's recipes masked, `bitbake -e` of a
     # recipe still resolves its dependencies, pseudo among them.
-    layers = [os.path.join(tier.checkout, "meta-vxn"),
-              os.path.join(tier.checkout, "tests", "oe", "layers", "meta-offline-standin")]
+    layers = [os.path.join(tier.checkout, "meta-vxn"), standin_layer(tier, "meta-offline-standin")]
     bd = BuildDir(tier, series, "check-" + series.name, layers, mask=True, sstate="sstate-check-" + series.name)
     # A server that outlives each command by 30 s: then bitbake-getvar, `bitbake -e` and the
     # build after `bitbake -p` reuse its parse instead of parsing again, which BitBake 2.18 and

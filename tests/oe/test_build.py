@@ -28,14 +28,13 @@ INJECTED = {"/vxn-init.sh": "vxn-init.sh", "/vcontainer-init-common.sh": "vconta
 
 @pytest.fixture(scope="module")
 def bd(tier, primary):
-    layers = [os.path.join(tier.checkout, "meta-vxn"),
-              os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin"),
-              os.path.join(tier.checkout, "tests", "oe", "layers", "meta-offline-standin")]
+    layers = [os.path.join(tier.checkout, "meta-vxn"), oetier.standin_layer(tier, "meta-virt-standin"),
+              oetier.standin_layer(tier, "meta-offline-standin")]
     return oetier.BuildDir(tier, primary, "build-" + primary.name, layers, mask=True)
 
 
 def standin(tier, *parts):
-    return os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin", *parts)
+    return oetier.standin_layer(tier, "meta-virt-standin", *parts)
 
 
 def scripts_dir(tier):

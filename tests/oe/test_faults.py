@@ -51,9 +51,8 @@ def conf(variant, extra=""):
 
 
 def faults_dir(tier, series, name):
-    layers = [os.path.join(tier.checkout, "meta-vxn"),
-              os.path.join(tier.checkout, "tests", "oe", "layers", "meta-virt-standin"),
-              os.path.join(tier.checkout, "tests", "oe", "layers", "meta-offline-standin")]
+    layers = [os.path.join(tier.checkout, "meta-vxn"), oetier.standin_layer(tier, "meta-virt-standin"),
+              oetier.standin_layer(tier, "meta-offline-standin")]
     return oetier.BuildDir(tier, series, "build-faults-" + name, layers, mask=True)
 
 

@@ -79,8 +79,7 @@ def offline(tier, stack):
     """build-real-wrynose: the real layers, meta-vxn and the offline shims, every recipe masked
     but OE-core's recipes-core/meta, meta-vxn's, the offline shims' and meta-virtualization's
     recipes-core/vxn (vxn and its own vxn-initramfs-create, which meta-vxn's overlays)."""
-    layers = stack.dependencies() + [reallayers.meta_vxn(tier),
-                                     os.path.join(tier.checkout, "tests", "oe", "layers", "meta-offline-standin")]
+    layers = stack.dependencies() + [reallayers.meta_vxn(tier), oetier.standin_layer(tier, "meta-offline-standin")]
     # Its own SSTATE_DIR is the stand-in builds' (test_build.py, same series, run before): the
     # native tool comes from there when its signature matches.
     bd = oetier.BuildDir(tier, stack.series, "build-real-" + stack.series.name, layers, mask=True,
