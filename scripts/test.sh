@@ -110,55 +110,52 @@ xen_tier() {
 
 # The real bitbake with OE-core's classes (tests/oe/run): from $VXN_OE_SNAPSHOTS (.ci/run points
 # it at ../shared/oe) or $VXN_OE_CORE/$VXN_BITBAKE; without either it says how and skips.
+oe_tier() {
+    if [ -n "${check_layer_pid:-}" ]; then
+        tests/oe/run -k "not $CHECK_LAYER_TEST"
+    else
+        tests/oe/run
+    fi
+}
 # yocto-check-layer on meta-vxn beside the real layers is the longest job of all (28 min alone on
 # 2 idle cores: four full parses of about 4,700 recipes and four world signature dumps) and
-# needs nothing the other tiers make, so it is a run of its own: the tier oe-check-layer. The
-# rest of the oe tier (13-14 min alone) needs nothing the other tiers make either.
+# needs nothing the other tiers make. So when the oe tier is to run, it starts first, in the
+# background, in a work directory of its own, and the other tiers run beside it; its result is
+# awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.
+# As root its BitBake servers run at a higher priority than the other tiers (autogroup nice -5:
+# oetier.BuildDir.favour), so that it ends near its time alone and the other tiers use the CPU
+# it leaves (docs/integration.md, "Budget").
 CHECK_LAYER_TEST=test_yocto_check_layer_passes_beside_the_real_layers
-
-# When the oe tier is to run, both oe runs start first, in the background, each in a work
-# directory of its own, and rust, python, boot and xen run beside them; each is awaited at the
-# end and printed as its tier, with its time from its start. Run one after the other, the oe
-# tier ran its last minutes alone, half of each minute on one core (its last commands load the
-# real stack's cache, single-threaded), after the check-layer run had ended; side by side the
-# two cores stay busy to the end (docs/integration.md, "Budget").
-# As root the check-layer run's BitBake servers run at a higher priority than everything else
-# (autogroup nice -5: oetier.BuildDir.favour), so that it, the longest, ends near its time alone.
-background_pids=""
-start_background() { # KEY NAME WORK_DIR [tests/oe/run arguments...]
-    key=$1 name=$2 work=$3
-    shift 3
-    echo "test.sh: === tier $name started in the background (log: $work.log) ==="
-    eval "bg_${key}_name=\$name bg_${key}_log=\$work.log bg_${key}_t0=$(date +%s) bg_${key}_c0='$(cpu_ticks)'"
-    VXN_OE_WORK="$work" setsid tests/oe/run "$@" >"$work.log" 2>&1 &
-    eval "bg_${key}_pid=$!"
-    background_pids="$background_pids $!"
-    # A tier that fails ends this script: the background runs go with it.
-    trap 'for pid in $background_pids; do kill -TERM -- -$pid 2>/dev/null || true; done' EXIT
+start_check_layer() {
+    check_layer_work="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer"
+    check_layer_log="$check_layer_work.log"
+    check_layer_t0=$(date +%s)
+    check_layer_c0=$(cpu_ticks)
+    echo "test.sh: === tier oe-check-layer started in the background (log: $check_layer_log) ==="
+    VXN_OE_WORK="$check_layer_work" setsid tests/oe/run -k "$CHECK_LAYER_TEST" >"$check_layer_log" 2>&1 &
+    check_layer_pid=$!
+    # A tier that fails ends this script: the background run goes with it.
+    trap 'kill -TERM -- -$check_layer_pid 2>/dev/null || true' EXIT
 }
-await_background() { # KEY
-    eval "name=\$bg_${1}_name pid=\$bg_${1}_pid log=\$bg_${1}_log t0=\$bg_${1}_t0 c0=\$bg_${1}_c0"
+check_layer_tier() {
     status=0
-    wait "$pid" || status=$?
-    cat "$log"
-    t=$(( $(date +%s) - t0 ))
-    tier_times="$tier_times $name=${t}s(background)"
+    wait "$check_layer_pid" || status=$?
+    trap - EXIT
+    cat "$check_layer_log"
+    t=$(( $(date +%s) - check_layer_t0 ))
+    tier_times="$tier_times oe-check-layer=${t}s(background)"
     if [ "$status" != 0 ]; then
-        echo "test.sh: === tier $name FAILED after ${t}s (exit $status; log above and in $log) ==="
+        echo "test.sh: === tier oe-check-layer FAILED after ${t}s (exit $status; log above and in $check_layer_log) ==="
         exit "$status"
     fi
-    echo "test.sh: === tier $name passed in ${t}s (cores $(busy_percent "$c0")% busy), beside the other tiers ==="
+    echo "test.sh: === tier oe-check-layer passed in ${t}s (cores $(busy_percent "$check_layer_c0")% busy), beside the other tiers ==="
 }
 
 if [ "${VXN_NO_INSTALL:-}" != 1 ]; then
     tier install install
 fi
-oe_work=${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}
 case " $TIERS " in
-    *" oe "*)
-        start_background check oe-check-layer "$oe_work-check-layer" -k "$CHECK_LAYER_TEST"
-        start_background oe oe "$oe_work" -k "not $CHECK_LAYER_TEST"
-        ;;
+    *" oe "*) start_check_layer ;;
 esac
 for t in $TIERS; do
     case $t in
@@ -166,15 +163,8 @@ for t in $TIERS; do
         python) tier python python_tier ;;
         boot) tier boot boot_tier ;;
         xen) tier xen xen_tier ;;
-        oe) ;;
+        oe) tier oe oe_tier; check_layer_tier ;;
         *) echo "test.sh: unknown tier '$t' (known: rust python boot xen oe)" >&2; exit 2 ;;
     esac
 done
-case " $TIERS " in
-    *" oe "*)
-        await_background oe
-        await_background check
-        trap - EXIT
-        ;;
-esac
 echo "test.sh: all tiers passed in $(( $(date +%s) - start ))s:$tier_times"

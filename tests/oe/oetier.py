@@ -259,20 +259,11 @@ class Tier:
     def _ensure_user(self):
         if not self.as_root:
             return
-        # scripts/test.sh starts two runs of the tier at once: the other may be creating the user
-        # (useradd then fails, "already exists" or the passwd file locked), so look again.
-        for attempt in range(10):
-            try:
-                pwd.getpwnam(self.user)
-                return
-            except KeyError:
-                pass
-            if subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.user]).returncode == 0:
-                log("created the build user %s" % self.user)
-                return
-            time.sleep(1)
-        raise RuntimeError("could not create the build user %s: useradd failed ten times (set VXN_OE_USER "
-                           "to an existing unprivileged user)" % self.user)
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.user], check=True)
+            log("created the build user %s" % self.user)
 
     def _give_to_user(self, path, skip=()):
         if not self.as_root:
