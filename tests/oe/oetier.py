@@ -555,6 +555,11 @@ class Running:
         return r
 
 
+def meta_vxn(tier):
+    """meta-vxn in the tier's copy of the checkout, which the build user can read."""
+    return os.path.join(tier.checkout, "meta-vxn")
+
+
 def standin_layer(tier, name, *parts):
     """A layer of tests/oe/layers (or a path in it), in the tier's copy of the checkout, which
     the build user can read."""
@@ -574,7 +579,7 @@ def check_dir(tier, series):
     scripts = standin_layer(tier, "meta-virt-standin", "recipes-containers", "vcontainer", "files")
     # The offline stand-ins as in the builds: with OE-core's recipes masked, `bitbake -e` of a
     # recipe still resolves its dependencies, pseudo among them.
-    layers = [os.path.join(tier.checkout, "meta-vxn"), standin_layer(tier, "meta-offline-standin")]
+    layers = [meta_vxn(tier), standin_layer(tier, "meta-offline-standin")]
     bd = BuildDir(tier, series, "check-" + series.name, layers, mask=True, sstate="sstate-check-" + series.name)
     # A server that outlives each command by 30 s: then bitbake-getvar, `bitbake -e` and the
     # build after `bitbake -p` reuse its parse instead of parsing again, which BitBake 2.18 and

@@ -99,7 +99,7 @@ def check_dir(tier, stack):
     configuration, multiconfig included, parsed in the background by start_parse;
     `bitbake -p`, bitbake-layers and `bitbake -g` of test_real_layers.py then run on its cache."""
     bd = oetier.BuildDir(tier, stack.series, "check-real-" + stack.series.name,
-                         stack.dependencies() + [meta_vxn(tier)],
+                         stack.dependencies() + [oetier.meta_vxn(tier)],
                          sstate="sstate-check-real-" + stack.series.name)
     bd.write_conf(DOM0_CONF)
     return bd
@@ -113,10 +113,6 @@ def start_parse(tier, stack):
     the second, not a test's command, pays the full parse. The first is the parse whose warnings
     the parse test reads."""
     return check_dir(tier, stack).start("-p", tool="bitbake -p && bitbake")
-
-
-def meta_vxn(tier):
-    return os.path.join(tier.checkout, "meta-vxn")
 
 
 # yocto-check-layer on meta-vxn beside the real stack runs in the default configuration, as the
@@ -146,7 +142,7 @@ def start_check_layer(tier, stack):
     bd = oetier.BuildDir(tier, stack.series, "check-layer-real-" + stack.series.name, stack.dependencies(),
                          sstate="sstate-check-layer-real-" + stack.series.name)
     bd.write_conf(CHECK_LAYER_CONF)
-    running = bd.start(meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
+    running = bd.start(oetier.meta_vxn(tier), "--no-auto-dependency", "--dependency", *stack.dependencies(),
                        tool="yocto-check-layer")
     bd.favour(running)
     return running

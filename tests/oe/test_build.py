@@ -28,7 +28,7 @@ INJECTED = {"/vxn-init.sh": "vxn-init.sh", "/vcontainer-init-common.sh": "vconta
 
 @pytest.fixture(scope="module")
 def bd(tier, primary):
-    layers = [os.path.join(tier.checkout, "meta-vxn"), oetier.standin_layer(tier, "meta-virt-standin"),
+    layers = [oetier.meta_vxn(tier), oetier.standin_layer(tier, "meta-virt-standin"),
               oetier.standin_layer(tier, "meta-offline-standin")]
     return oetier.BuildDir(tier, primary, "build-" + primary.name, layers, mask=True)
 
@@ -117,7 +117,7 @@ def test_first_build_makes_the_multiconfig_images_then_the_blobs(tier, bd):
     with open(os.path.join(workdir, "temp", "log.do_compile"), encoding="utf-8", errors="replace") as f:
         log = f.read()
     assert "--frozen" in log and "Finished `release` profile" in log
-    with open(os.path.join(tier.checkout, "meta-vxn", "recipes-devtools", "vxn-blobs", "vxn-blobs-crates.inc")) as f:
+    with open(os.path.join(oetier.meta_vxn(tier), "recipes-devtools", "vxn-blobs", "vxn-blobs-crates.inc")) as f:
         crates = re.findall(r"crate://crates.io/([^/]+)/(\S+) ", f.read())
     vendored = os.path.join(workdir, "sources", "cargo_home", "bitbake")
     if not os.path.isdir(vendored):  # scarthgap unpacks into WORKDIR
@@ -312,7 +312,7 @@ def test_without_the_distro_features_meta_vxn_steps_aside(tier, bd):
     assert standin(tier, "recipes-core", "vxn") in r.output, r.output
     bd.write_conf(BASE_CONF + MC_X86)
     r = bd.bitbake("-r", RECIPE, "FILE", tool="bitbake-getvar")
-    assert os.path.join(tier.checkout, "meta-vxn") in r.output, r.output
+    assert oetier.meta_vxn(tier) in r.output, r.output
     r = bd.bitbake("vxn-dom0-blobs", check=False)
     assert r.returncode != 0
     assert "missing required DISTRO_FEATURES: 'xen'" in r.output, r.output[-2000:]

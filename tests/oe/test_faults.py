@@ -51,7 +51,7 @@ def conf(variant, extra=""):
 
 
 def faults_dir(tier, series, name):
-    layers = [os.path.join(tier.checkout, "meta-vxn"), oetier.standin_layer(tier, "meta-virt-standin"),
+    layers = [oetier.meta_vxn(tier), oetier.standin_layer(tier, "meta-virt-standin"),
               oetier.standin_layer(tier, "meta-offline-standin")]
     return oetier.BuildDir(tier, series, "build-faults-" + name, layers, mask=True)
 

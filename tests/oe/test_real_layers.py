@@ -79,7 +79,7 @@ def offline(tier, stack):
     """build-real-wrynose: the real layers, meta-vxn and the offline shims, every recipe masked
     but OE-core's recipes-core/meta, meta-vxn's, the offline shims' and meta-virtualization's
     recipes-core/vxn (vxn and its own vxn-initramfs-create, which meta-vxn's overlays)."""
-    layers = stack.dependencies() + [reallayers.meta_vxn(tier), oetier.standin_layer(tier, "meta-offline-standin")]
+    layers = stack.dependencies() + [oetier.meta_vxn(tier), oetier.standin_layer(tier, "meta-offline-standin")]
     # Its own SSTATE_DIR is the stand-in builds' (test_build.py, same series, run before): the
     # native tool comes from there when its signature matches.
     bd = oetier.BuildDir(tier, stack.series, "build-real-" + stack.series.name, layers, mask=True,
@@ -270,7 +270,7 @@ def test_the_knobs_show_where_users_look_them_up(real):
 
 
 def test_show_appends_and_show_overlayed_are_what_the_docs_say(tier, real):
-    dynamic = os.path.join(reallayers.meta_vxn(tier), "dynamic-layers", "virtualization-layer", "recipes-core", "vxn")
+    dynamic = os.path.join(oetier.meta_vxn(tier), "dynamic-layers", "virtualization-layer", "recipes-core", "vxn")
     r = real.bitbake("show-appends", tool="bitbake-layers")
     appends = {}
     recipe = None
@@ -279,7 +279,7 @@ def test_show_appends_and_show_overlayed_are_what_the_docs_say(tier, real):
             recipe = line.split(":")[0].split(" ")[0]
         elif line.startswith("  ") and recipe:
             appends.setdefault(line.strip(), recipe)
-    ours = {path: recipe for path, recipe in appends.items() if reallayers.meta_vxn(tier) in path}
+    ours = {path: recipe for path, recipe in appends.items() if oetier.meta_vxn(tier) in path}
     assert ours == {os.path.join(dynamic, "vxn_%.bbappend"): "vxn_1.0.bb",
                     os.path.join(dynamic, "vxn-dom0-blobs_%.bbappend"): "vxn-dom0-blobs_1.0.bb"}, r.output
     r = real.bitbake("show-overlayed", tool="bitbake-layers")
