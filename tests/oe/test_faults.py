@@ -338,16 +338,28 @@ class DeployWatch:
     def check(self, directory):
         """None when `directory` is absent or complete and intact, else what is wrong."""
         try:
+            inode = os.stat(directory).st_ino
             names = set(os.listdir(directory))
         except FileNotFoundError:
             return None
         self.seen += 1
+        problem = self._problem(directory, names)
+        # A test removes a whole TMPDIR by renaming it first, and a poll that began before the
+        # rename reads on after it: its files vanish mid-check (seen once in CI, "README listed
+        # but gone"). What counts is a partial directory at the path, so a problem is one only
+        # while the directory read is still the one there.
+        try:
+            still_there = os.stat(directory).st_ino == inode
+        except FileNotFoundError:
+            still_there = False
+        return problem if still_there else None
+
+    def _problem(self, directory, names):
         try:
             with open(os.path.join(directory, "SHA256SUMS"), encoding="utf-8") as f:
                 sums = dict(reversed(line.split("  ", 1)) for line in f.read().splitlines())
         except FileNotFoundError:
-            # Absent, or removed just now: a problem only if the directory still exists.
-            return "no SHA256SUMS among %s" % sorted(names) if os.path.isdir(directory) else None
+            return "no SHA256SUMS among %s" % sorted(names)
         if names - {"SHA256SUMS"} != set(sums):
             return "files %s, SHA256SUMS lists %s" % (sorted(names), sorted(sums))
         for name, digest in sums.items():
@@ -380,6 +392,39 @@ def watch():
     oetier.log("faults: the deploy watcher polled %d times, found a vxn/<arch>/ %d times, "
                "problems: %s" % (w.polls, w.seen, w.problems or "none"))
     assert not w.problems, "a partial vxn/<arch>/ was visible:\n" + "\n".join(w.problems[:20])
+
+
+def test_the_deploy_watcher_sees_a_partial_set_but_not_a_removed_tmpdir(tmp_path):
+    """The watcher itself, without BitBake: it must report what a partial deploy looks like, or
+    the scenarios' clean reports would prove nothing, and it must not report a TMPDIR that a
+    scenario moved away while a poll was reading it."""
+    w = DeployWatch()
+    w.stop()
+    out = tmp_path / "tmp" / "deploy" / "vxn" / "x86_64"
+    out.mkdir(parents=True)
+    for name in ("README", "rootfs.img"):
+        (out / name).write_text(name)
+    (out / "SHA256SUMS").write_text("".join("%s  %s\n" % (sha256(str(out / n)), n)
+                                            for n in ("README", "rootfs.img")))
+    assert w.check(str(out)) is None
+    (out / "extra").write_text("")
+    assert "SHA256SUMS lists" in w.check(str(out))
+    (out / "extra").unlink()
+    os.rename(out / "README", tmp_path / "README")
+    assert "SHA256SUMS lists" in w.check(str(out))
+    os.rename(tmp_path / "README", out / "README")
+    (out / "SHA256SUMS").write_text("0" * 64 + "  README\n" + (out / "SHA256SUMS").read_text().split("\n")[1] + "\n")
+    assert w.check(str(out)) == "README does not match SHA256SUMS"
+
+    class RenamedMidPoll(DeployWatch):
+        def _problem(self, directory, names):
+            os.rename(tmp_path / "tmp", tmp_path / "tmp.removed")
+            return super()._problem(directory, names)
+
+    mid = RenamedMidPoll()
+    mid.stop()
+    assert mid.check(str(out)) is None
+    assert w.check(str(tmp_path / "tmp.removed" / "deploy" / "vxn" / "x86_64")) == "README does not match SHA256SUMS"
 
 
 # -- the scenarios ---------------------------------------------------------------------------
