@@ -338,7 +338,7 @@ class DeployWatch:
     def check(self, directory):
         """None when `directory` is absent or complete and intact, else what is wrong."""
         try:
-            inode = os.stat(directory).st_ino
+            identity = os.stat(directory)
             names = set(os.listdir(directory))
         except FileNotFoundError:
             return None
@@ -349,7 +349,8 @@ class DeployWatch:
         # but gone"). What counts is a partial directory at the path, so a problem is one only
         # while the directory read is still the one there.
         try:
-            still_there = os.stat(directory).st_ino == inode
+            now = os.stat(directory)
+            still_there = (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino)
         except FileNotFoundError:
             still_there = False
         return problem if still_there else None
@@ -413,7 +414,7 @@ def test_the_deploy_watcher_sees_a_partial_set_but_not_a_removed_tmpdir(tmp_path
     os.rename(out / "README", tmp_path / "README")
     assert "SHA256SUMS lists" in w.check(str(out))
     os.rename(tmp_path / "README", out / "README")
-    (out / "SHA256SUMS").write_text("0" * 64 + "  README\n" + (out / "SHA256SUMS").read_text().split("\n")[1] + "\n")
+    (out / "SHA256SUMS").write_text("%s  README\n%s  rootfs.img\n" % ("0" * 64, sha256(str(out / "rootfs.img"))))
     assert w.check(str(out)) == "README does not match SHA256SUMS"
 
     class RenamedMidPoll(DeployWatch):
