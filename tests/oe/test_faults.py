@@ -345,9 +345,9 @@ class DeployWatch:
         self.seen += 1
         problem = self._problem(directory, names)
         # A test removes a whole TMPDIR by renaming it first, and a poll that began before the
-        # rename reads on after it: its files vanish mid-check (seen once in CI, "README listed
-        # but gone"). What counts is a partial directory at the path, so a problem is one only
-        # while the directory read is still the one there.
+        # rename reads on after it: its files vanish mid-check (seen once in a clean-clone run,
+        # "README listed but gone"). What counts is a partial directory at the path, so a
+        # problem is one only while the directory read is still the one there.
         try:
             now = os.stat(directory)
             still_there = (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino)
