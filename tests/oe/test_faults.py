@@ -496,8 +496,11 @@ def test_ctrl_c_in_do_compile(tier, primary, watch):
         took = wait_gone(bd, "compile")
         compiled = "%s-1.0-r0: task do_compile: Succeeded" % RECIPE
         # On idle cores the transcode can end between the two presses: then the second one
-        # finds no task to terminate and the build ends as after one press.
-        forced = presses == 2 and compiled not in r.output
+        # finds no task to terminate and the build ends as after one press. Which it was, the
+        # task's own log says (knotty may exit before it prints the last task's outcome).
+        with open(os.path.join(workdir(bd), "temp", "log.do_compile"), encoding="utf-8", errors="replace") as f:
+            finished = "Shell function do_compile finished" in f.read()
+        forced = presses == 2 and not finished
         say("Ctrl-C x%d in do_compile: bitbake exit %d; vxn-blobs gone %.1f s later; %s"
             % (presses, r.returncode, took, "the task terminated" if forced else "do_compile finished first"), t0)
         assert r.returncode != 0
@@ -505,10 +508,14 @@ def test_ctrl_c_in_do_compile(tier, primary, watch):
         assert "do_deploy" not in r.ran(RECIPE), r.ran(RECIPE)
         if not forced:
             # "Stopped build" is BitBake's ERROR line for any interrupted build.
-            assert compiled in r.output and "task failed" not in r.output, r.output[-3000:]
+            assert finished and "task failed" not in r.output, r.output[-3000:]
+            assert presses == 2 or compiled in r.output, r.output[-3000:]
         else:
-            # The forced shutdown: SIGTERM to the task's process group, vxn-blobs included.
-            assert "Sending SIGTERM to remaining 1 tasks" in r.output, r.output[-3000:]
+            # The forced shutdown: SIGTERM to the task's process group, vxn-blobs included, cut
+            # the task short. Its worker's "Sending SIGTERM to remaining 1 tasks" reaches knotty
+            # only when knotty has not exited first: in one clean-clone run it had, with the
+            # task's log ending at the tool's "86%".
+            assert "Second Keyboard Interrupt, stopping" in r.output, r.output[-3000:]
         t1 = time.time()
         while bitbake_processes(bd, running) and time.time() - t1 < 60:
             time.sleep(0.2)  # the server ends a moment after its last client
