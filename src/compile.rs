@@ -399,6 +399,7 @@ fn stage_rootfs(
         jobs: spec.jobs,
         source_date_epoch: spec.source_date_epoch,
         reuse: Some(spec.build_dir.join(ROOTFS)),
+        block_cache: spec.block_cache.clone(),
     };
     // The engine reports the data region; 100 is kept for the very end of compile.
     let mut last = 0u8;

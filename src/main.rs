@@ -16,7 +16,7 @@ use vxn_blobs::check;
 use vxn_blobs::compile::{self, CompileReport};
 use vxn_blobs::deploy::{self, DeployReport};
 use vxn_blobs::spec::{self, Spec};
-use vxn_blobs::squashfs::{self, Compression, InjectOptions, Injection};
+use vxn_blobs::squashfs::{self, BlockCacheOptions, Compression, InjectOptions, Injection};
 
 /// Assemble Xen DomU boot blobs for meta-virtualization's vxn.
 #[derive(Debug, Parser)]
@@ -56,6 +56,18 @@ enum Command {
         /// written for the next run. The output is the same byte for byte, only faster.
         #[arg(long, value_name = "PREVIOUS")]
         reuse: Option<PathBuf>,
+        /// A block cache directory, shared between runs and builders: blocks it has are taken
+        /// from it rather than compressed, and every block of OUTPUT is kept in it. Created
+        /// when missing. The output is the same byte for byte, only faster.
+        #[arg(long, value_name = "DIR")]
+        block_cache: Option<PathBuf>,
+        /// The cache's size limit (bytes, or with K, M, G, T); the least recently used blocks
+        /// go beyond it.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "block_cache", default_value = "5G")]
+        block_cache_size: u64,
+        /// Use the cache's blocks but write, touch and remove nothing there (a mirror).
+        #[arg(long, requires = "block_cache")]
+        block_cache_read_only: bool,
     },
     /// Build initramfs.cpio.gz, rootfs.img and the kernel into the spec's build_dir.
     Compile {
@@ -150,6 +162,10 @@ fn parse_init(text: &str) -> Result<String, String> {
     }
 }
 
+fn parse_size(text: &str) -> Result<u64, String> {
+    spec::parse_size(text).map_err(|e| format!("SIZE {e}"))
+}
+
 fn parse_arch(text: &str) -> Result<String, String> {
     match vxn_blobs::kernel::KernelArch::from_target_arch(text) {
         Some(_) => Ok(text.to_string()),
@@ -237,6 +253,9 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             compression,
             jobs,
             reuse,
+            block_cache,
+            block_cache_size,
+            block_cache_read_only,
         } => {
             let options = InjectOptions {
                 compression: match compression {
@@ -246,6 +265,11 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 jobs,
                 source_date_epoch: spec::source_date_epoch_from_env()?,
                 reuse,
+                block_cache: block_cache.map(|dir| BlockCacheOptions {
+                    dir,
+                    max_size: block_cache_size,
+                    read_only: block_cache_read_only,
+                }),
             };
             let report = squashfs::inject(&input, &output, &add, &options, &mut |_, _| {})?;
             say!(

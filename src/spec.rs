@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::blob_set;
 use crate::kernel::{KernelArch, SUPPORTED_TARGET_ARCHES};
-use crate::squashfs::{Compression, Injection};
+use crate::squashfs::{BlockCacheOptions, Compression, Injection, DEFAULT_MAX_SIZE};
 
 /// The only schema version this tool reads.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -64,6 +64,27 @@ pub struct RawSpec {
     pub jobs: Option<usize>,
     #[serde(default)]
     pub check: Option<RawCheck>,
+    #[serde(default)]
+    pub block_cache: Option<RawBlockCache>,
+}
+
+/// The `block_cache` object as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockCache {
+    pub dir: String,
+    #[serde(default)]
+    pub max_size: Option<RawSize>,
+    #[serde(default)]
+    pub read_only: Option<bool>,
+}
+
+/// A size: a number of bytes, or text such as "5G" (see [`parse_size`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// One `inject` entry as written.
@@ -124,6 +145,8 @@ pub struct Spec {
     pub jobs: usize,
     /// What deploy does with the boot check's findings. Does not change any output byte.
     pub check: CheckMode,
+    /// Where compile keeps and finds compressed blocks. Does not change any output byte.
+    pub block_cache: Option<BlockCacheOptions>,
 }
 
 /// What deploy and install do with the boot check's findings (the spec's `check`).
@@ -196,9 +219,9 @@ impl Spec {
     /// The spec's contribution to the compile digest: every field that can change an output
     /// byte or the deploy, in a fixed order, each length-prefixed so no two specs serialize alike.
     ///
-    /// `jobs` is left out on purpose: it only changes how fast the same bytes are made, and a
-    /// different core count on the next run must not throw away a valid build. `check` is left
-    /// out for the same reason (it decides whether deploy installs, not what), so turning it up
+    /// `jobs` and `block_cache` are left out on purpose: they only change how fast the same
+    /// bytes are made, and a different core count or cache on the next run must not throw away
+    /// a valid build. `check` is left out for the same reason (it decides whether deploy installs, not what), so turning it up
     /// between compile and deploy needs no recompile. The spec's own path is left out too:
     /// moving the spec file (not what it says) changes nothing.
     pub fn canonical_bytes(&self) -> Vec<u8> {
@@ -376,6 +399,26 @@ impl RawSpec {
             None => Path::new(DEFAULT_INSTALL_ROOT).join(&self.blob_arch),
         };
 
+        let block_cache = match &self.block_cache {
+            None => None,
+            Some(raw) => Some(BlockCacheOptions {
+                dir: resolve_path("block_cache.dir", &raw.dir)?,
+                max_size: match &raw.max_size {
+                    None => DEFAULT_MAX_SIZE,
+                    Some(RawSize::Bytes(0)) => return Err(invalid(
+                        "block_cache.max_size",
+                        "is 0; give a size such as \"5G\", or leave block_cache out for no cache"
+                            .into(),
+                    )),
+                    Some(RawSize::Bytes(n)) => *n,
+                    Some(RawSize::Text(text)) => {
+                        parse_size(text).map_err(|p| invalid("block_cache.max_size", p))?
+                    }
+                },
+                read_only: raw.read_only.unwrap_or(false),
+            }),
+        };
+
         let source_date_epoch = match (self.source_date_epoch, env_source_date_epoch) {
             (Some(value), _) => Some(value),
             (None, Some(value)) => Some(parse_source_date_epoch(value)?),
@@ -410,6 +453,7 @@ impl RawSpec {
                 Some(RawCheck::Off) => CheckMode::Off,
                 Some(RawCheck::Error) => CheckMode::Error,
             },
+            block_cache,
         })
     }
 }
@@ -453,6 +497,33 @@ pub fn parse_mode(text: &str) -> Result<u16, String> {
         ));
     }
     u16::from_str_radix(digits, 8).map_err(|e| format!("is {text:?}: {e}"))
+}
+
+/// Parses a size: a whole number of bytes, optionally followed by K, M, G or T (powers of 1024,
+/// either case), such as "5G" or "512M". Zero is refused: no limit that small is meant.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let usage = || {
+        format!(
+            "is {text:?}, not a size; write bytes or a number with K, M, G or T, such as \"5G\""
+        )
+    };
+    let trimmed = text.trim();
+    let (digits, shift) = match trimmed.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&trimmed[..trimmed.len() - 1], 10),
+        Some(b'M') => (&trimmed[..trimmed.len() - 1], 20),
+        Some(b'G') => (&trimmed[..trimmed.len() - 1], 30),
+        Some(b'T') => (&trimmed[..trimmed.len() - 1], 40),
+        _ => (trimmed, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(usage());
+    }
+    let n: u64 = digits.parse().map_err(|_| usage())?;
+    match n.checked_mul(1u64 << shift) {
+        Some(0) => Err(format!("is {text:?}; a size must be larger than 0")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("is {text:?}, more bytes than can be counted")),
+    }
 }
 
 /// A value that ends up in the README and in bitbake hints: one line of visible text.

@@ -98,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
             jobs: 1,
             source_date_epoch: Some(1),
             reuse: None,
+            block_cache: None,
         };
         // The second injection replaces a file; images without /etc/hostname get only the first.
         let mut result = squashfs::inject(&s.input, &s.output, &injections, &opts, &mut |_, _| {});

@@ -135,6 +135,22 @@ impl Codec {
         name_of(self.id())
     }
 
+    /// Everything besides the input that decides the bytes [`Codec::compress`] makes: the
+    /// compressor, its options, how this module drives it and the version of the library doing
+    /// the work. Two blocks compressed under one identity from the same bytes are the same
+    /// bytes, which is what lets the block cache hand out a block another build of the tool
+    /// compressed. `None` for the compressors whose library version cannot be named here; only
+    /// xz is ever an output of transcoding.
+    pub fn encoder_identity(&self) -> Option<String> {
+        match self.kind {
+            Kind::Xz { dict_size } => Some(format!(
+                "xz revision {XZ_ENCODER_REVISION}: liblzma {}, preset {XZ_PRESET}, lzma2 dictionary {dict_size}, crc32",
+                liblzma_version()
+            )),
+            Kind::Gzip { .. } | Kind::Lz4 { .. } | Kind::Zstd { .. } => None,
+        }
+    }
+
     /// The options block to write after the superblock, if any.
     pub fn options(&self) -> Option<&[u8]> {
         self.options.as_deref()
@@ -202,6 +218,19 @@ impl Codec {
                 .map_err(|e| format!("zstd data is damaged or too large ({e})")),
         }
     }
+}
+
+/// Raised whenever [`xz_compress`] changes the way it calls liblzma (filters, check, flags), so
+/// that blocks compressed the old way are never taken for new ones: part of
+/// [`Codec::encoder_identity`].
+const XZ_ENCODER_REVISION: u32 = 1;
+
+/// The version of the liblzma linked in (the xz sources liblzma-sys bundles), e.g. "5.8.1".
+fn liblzma_version() -> String {
+    // SAFETY: lzma_version_string takes no arguments and returns a pointer to a static,
+    // NUL-terminated string that lives as long as the library.
+    let text = unsafe { std::ffi::CStr::from_ptr(liblzma_sys::lzma_version_string()) };
+    text.to_string_lossy().into_owned()
 }
 
 fn xz_compress(input: &[u8], dict_size: u32) -> Option<Vec<u8>> {
@@ -289,6 +318,15 @@ mod tests {
             })
             .collect();
         assert!(Codec::xz_default(131_072).compress(&noise).is_none());
+    }
+
+    #[test]
+    fn the_xz_identity_names_the_library_version_and_the_options() {
+        let identity = Codec::xz_default(131_072).encoder_identity().unwrap();
+        assert!(identity.contains(&format!("liblzma {}", liblzma_version())));
+        assert!(liblzma_version().starts_with('5'), "{identity}");
+        assert_ne!(Some(identity), Codec::xz_default(65_536).encoder_identity());
+        assert_eq!(Codec::gzip_default().encoder_identity(), None);
     }
 
     #[test]

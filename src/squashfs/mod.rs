@@ -40,6 +40,10 @@ pub struct InjectOptions {
     /// from it instead of being compressed again, and the output gets a record of its own
     /// ([`record_path`]) for the next run. Only the time changes, never a byte of the output.
     pub reuse: Option<PathBuf>,
+    /// A block cache: blocks to compress are taken from it when it has them (after those
+    /// copied from `reuse`), and every block of the output is kept in it. Only the time
+    /// changes, never a byte of the output.
+    pub block_cache: Option<BlockCacheOptions>,
 }
 
 /// What an injection did, for logs and for callers that want to show it.
@@ -51,9 +55,15 @@ pub struct InjectReport {
     pub data_kept_raw: bool,
     pub inode_count: u32,
     pub bytes_written: u64,
-    /// Source blocks transcoded, and how many of them were copied from the previous output.
+    /// Source blocks transcoded, how many of them were copied from the previous output, and
+    /// how many taken from the block cache.
     pub blocks_transcoded: u64,
     pub blocks_reused: u64,
+    pub blocks_from_cache: u64,
+    /// The previous output blocks were to be copied from, when there was one to look at.
+    pub reused_from: Option<PathBuf>,
+    /// What the block cache did, or why it was not used, when one was given.
+    pub block_cache: Option<BlockCacheReport>,
     /// The record written beside the output (with [`InjectOptions::reuse`], when the data was
     /// transcoded).
     pub record: Option<PathBuf>,
@@ -62,6 +72,52 @@ pub struct InjectReport {
     pub output_sha256: Option<(String, u64)>,
 }
 
+impl InjectReport {
+    /// Where the transcoded data blocks came from, in one line ("copied 2770 of 2851 blocks
+    /// from .../rootfs.img, took 0 from the block cache ..., compressed 81"): what compile's log
+    /// and summary show. `None` when nothing could have spared a compression.
+    pub fn block_sources(&self) -> Option<String> {
+        if self.data_kept_raw || (self.reused_from.is_none() && self.block_cache.is_none()) {
+            return None;
+        }
+        let compressed = self.blocks_transcoded - self.blocks_reused - self.blocks_from_cache;
+        let mut line = match &self.reused_from {
+            Some(previous) => format!(
+                "copied {} of {} blocks from {}",
+                self.blocks_reused,
+                self.blocks_transcoded,
+                previous.display()
+            ),
+            None => format!("{} blocks", self.blocks_transcoded),
+        };
+        match &self.block_cache {
+            Some(BlockCacheReport {
+                unused: Some(why),
+                dir,
+                ..
+            }) => line.push_str(&format!(
+                ", compressed {compressed} (the block cache {} was not used: {why})",
+                dir.display()
+            )),
+            Some(cache) => {
+                line.push_str(&format!(
+                    ", took {} from the block cache {}, compressed {compressed}",
+                    cache.hits,
+                    cache.dir.display()
+                ));
+                if cache.writable {
+                    line.push_str(&format!(" ({} new entries in the cache)", cache.stored));
+                } else {
+                    line.push_str(" (the cache is used read-only)");
+                }
+            }
+            None => line.push_str(&format!(", compressed {compressed}")),
+        }
+        Some(line)
+    }
+}
+
+mod block_cache;
 mod codec;
 mod dir;
 mod error;
@@ -76,6 +132,7 @@ mod view;
 mod writer;
 mod xattr;
 
+pub use block_cache::{BlockCacheOptions, BlockCacheReport, DEFAULT_MAX_SIZE};
 pub use error::{Corruption, Error};
 pub use inode::Kind;
 pub use resolve::{Link, LookupError, MAX_SYMLINKS};
@@ -137,6 +194,23 @@ pub fn inject(
         Some(previous) if !keep_raw => prepare_reuse(&img, &plan, previous),
         _ => writer::Reuse::default(),
     };
+    let mut unused_cache = None;
+    if let Some(cache_opts) = &opts.block_cache {
+        match open_cache(&img, &plan, keep_raw, cache_opts) {
+            Ok(cache) => reuse.cache = Some(cache),
+            Err(why) => {
+                log::info!(
+                    "not using the block cache {}: {why}",
+                    cache_opts.dir.display()
+                );
+                unused_cache = Some(BlockCacheReport {
+                    dir: cache_opts.dir.clone(),
+                    unused: Some(why),
+                    ..Default::default()
+                });
+            }
+        }
+    }
     let (written, record) = write_atomically(output, |file, tmp| {
         let written = writer::write(&mut img, &plan, file, tmp, &mut reuse, progress)?;
         verify(tmp, &img, &injected, &written)?;
@@ -157,16 +231,8 @@ pub fn inject(
         Some(_) => keep_record(output, record.map(|(bytes, _, _)| bytes))?,
         None => None,
     };
-    if let (Some(previous), false) = (&opts.reuse, keep_raw) {
-        log::info!(
-            "copied {} of {} blocks from {}, compressed {}",
-            reuse.copied,
-            reuse.transcoded,
-            previous.display(),
-            reuse.transcoded - reuse.copied
-        );
-    }
-    Ok(InjectReport {
+    let block_cache = reuse.cache.take().map(writer_finish_cache).or(unused_cache);
+    let report = InjectReport {
         input_compressor,
         output_compressor: plan.codec.name().to_string(),
         data_kept_raw: keep_raw,
@@ -174,9 +240,16 @@ pub fn inject(
         bytes_written: written.bytes,
         blocks_transcoded: reuse.transcoded,
         blocks_reused: reuse.copied,
+        blocks_from_cache: block_cache.as_ref().map_or(0, |c| c.hits),
+        reused_from: opts.reuse.clone().filter(|_| !keep_raw),
+        block_cache,
         record,
         output_sha256,
-    })
+    };
+    if let Some(sources) = report.block_sources() {
+        log::info!("{sources}");
+    }
+    Ok(report)
 }
 
 /// Writes the record of `output` beside it (atomically, after the output), or, when the data
@@ -239,6 +312,44 @@ fn prepare_reuse(img: &Image, plan: &writer::Plan, previous: &Path) -> writer::R
         recorder: Some(reuse::Recorder::new(settings)),
         ..Default::default()
     }
+}
+
+/// Opens the block cache for this output, or says why it is of no use here.
+fn open_cache(
+    img: &Image,
+    plan: &writer::Plan,
+    keep_raw: bool,
+    opts: &BlockCacheOptions,
+) -> Result<block_cache::BlockCache, String> {
+    if keep_raw {
+        return Err("the data blocks are copied as they are, none is compressed".into());
+    }
+    if plan.flags & format::flags::UNCOMPRESSED_DATA != 0 {
+        return Err("the output stores its data uncompressed".into());
+    }
+    block_cache::BlockCache::open(opts, &plan.codec, img.sb.block_size)
+}
+
+/// Ends the cache's run (its scan, when it stored anything) and logs what it did.
+fn writer_finish_cache(cache: block_cache::BlockCache) -> BlockCacheReport {
+    let report = cache.finish();
+    if report.damaged > 0 {
+        log::warn!(
+            "block cache {}: {} entries were damaged or not what their names say; their blocks were compressed again{}",
+            report.dir.display(),
+            report.damaged,
+            if report.writable { " and the entries replaced" } else { "" }
+        );
+    }
+    if report.evicted > 0 {
+        log::info!(
+            "block cache {}: removed the {} least recently used entries, {} MiB left",
+            report.dir.display(),
+            report.evicted,
+            report.size_after_scan.unwrap_or(0) >> 20
+        );
+    }
+    report
 }
 
 fn default_jobs() -> usize {

@@ -16,17 +16,19 @@
 //! | bytes | field |
 //! |---|---|
 //! | 8 | magic `VXNREUSE` |
-//! | 4 | format, 1 |
+//! | 4 | format, 2 |
 //! | 4 | length S of the settings, at most 4096 |
 //! | S | settings: executable, codecs, block size (UTF-8) |
 //! | 8 | size of the image described |
 //! | 32 | sha256 of the image described |
 //! | 8 | number of entries N |
-//! | 76 N | entries sorted by key, no two alike: key (32), output position (8), size field (4), sha256 of the output bytes (32) |
+//! | 108 N | entries sorted by key, no two alike: key (32), output position (8), size field (4), sha256 of the output bytes (32), sha256 of the uncompressed bytes (32) |
 //! | 32 | sha256 of everything before |
 //!
 //! A key is the sha256 of a source block's stored bytes, preceded by one byte saying whether
-//! the block is stored uncompressed.
+//! the block is stored uncompressed. The sha256 of the uncompressed bytes is what the block
+//! cache (`block_cache.rs`) keys the block by: with it, a block copied from the previous output
+//! is found in the cache without being decompressed.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -42,9 +44,9 @@ use crate::safe_fs::open_regular;
 /// Appended to an output's path to name its record.
 pub const RECORD_SUFFIX: &str = ".vxn-reuse";
 const MAGIC: &[u8; 8] = b"VXNREUSE";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MAX_SETTINGS: usize = 4096;
-const ENTRY_SIZE: usize = 76;
+const ENTRY_SIZE: usize = 108;
 /// Far above what any real image needs (a 10 GB rootfs at 128 KiB blocks has under 100,000
 /// blocks, 7.6 MB of entries); a larger file is not one of ours and is not read into memory.
 const MAX_RECORD_BYTES: u64 = 64 << 20;
@@ -88,6 +90,8 @@ pub(crate) struct Entry {
     pub pos: u64,
     pub field: u32,
     pub sha256: [u8; 32],
+    /// sha256 of the block's uncompressed bytes.
+    pub content: [u8; 32],
 }
 
 impl Entry {
@@ -121,6 +125,7 @@ impl Record {
             b.extend_from_slice(&e.pos.to_le_bytes());
             b.extend_from_slice(&e.field.to_le_bytes());
             b.extend_from_slice(&e.sha256);
+            b.extend_from_slice(&e.content);
         }
         let sum = Sha256::digest(&b);
         b.extend_from_slice(&sum);
@@ -170,7 +175,8 @@ impl Record {
                 key: raw[..32].try_into().unwrap_or([0; 32]),
                 pos: u64_of(&raw[32..40]),
                 field: u32_of(&raw[40..44]),
-                sha256: raw[44..].try_into().unwrap_or([0; 32]),
+                sha256: raw[44..76].try_into().unwrap_or([0; 32]),
+                content: raw[76..].try_into().unwrap_or([0; 32]),
             };
             let fits = e.len() > 0
                 && e.len() <= u64::from(MAX_BLOCK_SIZE)
@@ -358,6 +364,7 @@ mod tests {
             pos,
             field: 100,
             sha256: [k ^ 0xff; 32],
+            content: [k ^ 0x0f; 32],
         };
         Record {
             settings: "settings".into(),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::block_cache::{self, content_digest};
 use super::codec::Codec;
 use super::dir::{encode_listing, OutEntry};
 use super::error::Error;
@@ -231,9 +232,10 @@ fn extent_len(field: u32) -> u64 {
 /// to point at the new blocks and returns the new fragment table.
 ///
 /// With `reuse`, a block the previous output's record knows is copied from there instead of
-/// compressed (the bytes are the same, see `reuse.rs`), and every block written is recorded for
-/// the next run. Only the blocks to compress count towards a batch, so that a few changed
-/// blocks among many reused ones still keep every worker busy.
+/// compressed (the bytes are the same, see `reuse.rs`), then a block the block cache has is
+/// taken from it, and every block written is recorded for the next run and kept in the cache.
+/// Only the blocks not copied count towards a batch, so that a few changed blocks among many
+/// reused ones still keep every worker busy.
 fn transcode(
     img: &mut Image,
     plan: &Plan,
@@ -279,12 +281,15 @@ fn transcode(
     }
     let total: u64 = extents.iter().map(|e| extent_len(e.1)).sum::<u64>() + new_bytes;
 
+    // Out of `reuse` while the workers share it, back in once every block is written.
+    let cache = reuse.cache.take();
     let encoder = Encoder {
         source: &img.codec,
         output: &plan.codec,
         compress: plan.flags & flags::UNCOMPRESSED_DATA == 0,
         block_size: img.sb.block_size as usize,
         keyed: reuse.recorder.is_some(),
+        cache: cache.as_ref(),
     };
     // Enough blocks in flight to keep every worker busy, few enough to bound memory.
     let batch = (plan.jobs * 16).clamp(16, (64 << 20) / encoder.block_size);
@@ -314,34 +319,51 @@ fn transcode(
             };
             window.push(((pos, field), step));
         }
-        let packed: Vec<Option<Result<Packed, String>>> = pool.install(|| {
+        // A block to copy only asks whether the cache has it too (and marks it used), so that
+        // the cache keeps what this output is made of even when this builder never needs it.
+        let packed: Vec<Worked> = pool.install(|| {
             window
                 .par_iter()
                 .map(|((_, field), step)| match step {
-                    Step::Compress(raw) => Some(encoder.pack(*field, raw)),
-                    Step::Copy(_) => None,
+                    Step::Compress(raw) => Worked::Packed(encoder.pack(*field, raw)),
+                    Step::Copy(entry) => Worked::InCache(
+                        encoder
+                            .cache
+                            .map_or(true, |cache| cache.refresh(&entry.content)),
+                    ),
                 })
                 .collect()
         });
-        for (((pos, field), step), result) in window.into_iter().zip(packed) {
-            let block = match (step, result) {
-                (_, Some(result)) => result.map_err(|why| img.src.corrupt("data", pos, why))?,
-                (Step::Copy(entry), None) => reuse.copy(&entry, || {
-                    let raw = img.src.read_at("data", pos, extent_len(field) as usize)?;
-                    encoder
-                        .pack(field, &raw)
-                        .map_err(|why| img.src.corrupt("data", pos, why))
-                })?,
-                (Step::Compress(_), None) => unreachable!("every block to compress is packed"),
+        for (((pos, field), step), worked) in window.into_iter().zip(packed) {
+            let block = match (step, worked) {
+                (_, Worked::Packed(result)) => {
+                    result.map_err(|why| img.src.corrupt("data", pos, why))?
+                }
+                (Step::Copy(entry), Worked::InCache(in_cache)) => {
+                    let block = reuse.copy(&entry, || {
+                        let raw = img.src.read_at("data", pos, extent_len(field) as usize)?;
+                        encoder
+                            .pack(field, &raw)
+                            .map_err(|why| img.src.corrupt("data", pos, why))
+                    })?;
+                    if let (false, Some(cache)) = (in_cache, encoder.cache) {
+                        cache.put(&entry.content, &block.bytes, block.field);
+                    }
+                    block
+                }
+                (Step::Compress(_), Worked::InCache(_)) => {
+                    unreachable!("every block to compress is packed")
+                }
             };
             reuse.transcoded += 1;
             moved.insert(pos, (out.pos, block.field));
-            if let (Some(recorder), Some((key, sha256))) = (&mut reuse.recorder, block.keys) {
+            if let (Some(recorder), Some(keys)) = (&mut reuse.recorder, block.keys) {
                 recorder.add(reuse::Entry {
-                    key,
+                    key: keys.source,
                     pos: out.pos,
                     field: block.field,
-                    sha256,
+                    sha256: keys.sha256,
+                    content: keys.content,
                 });
             }
             out.put(&block.bytes)?;
@@ -349,6 +371,7 @@ fn transcode(
             progress(done, total);
         }
     }
+    reuse.cache = cache;
 
     for node in img
         .nodes
@@ -397,12 +420,30 @@ enum Step {
     Compress(Vec<u8>),
 }
 
-/// An output block: its bytes, size field and, when recording, its key and the sha256 of the
-/// bytes.
+/// What a worker did with a block of the window.
+enum Worked {
+    /// Made its output bytes (decoded, then taken from the cache or compressed).
+    Packed(Result<Packed, String>),
+    /// Looked a block to copy up in the cache: whether it is there (true without a cache).
+    InCache(bool),
+}
+
+/// An output block: its bytes, size field and, when recording, what the record knows it by.
 pub(crate) struct Packed {
     pub bytes: Vec<u8>,
     pub field: u32,
-    pub keys: Option<([u8; 32], [u8; 32])>,
+    pub keys: Option<Keys>,
+}
+
+/// What a record entry knows a block by, besides where it is.
+#[derive(Clone, Copy)]
+pub(crate) struct Keys {
+    /// The source block's key (its stored bytes).
+    pub source: [u8; 32],
+    /// sha256 of its uncompressed bytes: the block cache's key of it.
+    pub content: [u8; 32],
+    /// sha256 of the output bytes.
+    pub sha256: [u8; 32],
 }
 
 /// Turns a source block into an output block.
@@ -413,6 +454,7 @@ struct Encoder<'a> {
     block_size: usize,
     /// Whether to compute the keys a record needs.
     keyed: bool,
+    cache: Option<&'a block_cache::BlockCache>,
 }
 
 impl Encoder<'_> {
@@ -422,10 +464,29 @@ impl Encoder<'_> {
         } else {
             self.source.decompress(raw, self.block_size)?
         };
-        let (bytes, new_field) = pack(self.output, self.compress, plain);
-        let keys = self
-            .keyed
-            .then(|| (reuse::key(field, raw), Sha256::digest(&bytes).into()));
+        let content = (self.keyed || self.cache.is_some()).then(|| content_digest(&plain));
+        let cached = match (self.cache, &content) {
+            (Some(cache), Some(content)) => cache.get(content, &plain),
+            _ => None,
+        };
+        let (bytes, new_field) = match cached {
+            Some(found) => found,
+            None => {
+                let (bytes, new_field) = pack(self.output, self.compress, plain);
+                if let (Some(cache), Some(content)) = (self.cache, &content) {
+                    cache.put(content, &bytes, new_field);
+                }
+                (bytes, new_field)
+            }
+        };
+        let keys = match (self.keyed, content) {
+            (true, Some(content)) => Some(Keys {
+                source: reuse::key(field, raw),
+                content,
+                sha256: Sha256::digest(&bytes).into(),
+            }),
+            _ => None,
+        };
         Ok(Packed {
             bytes,
             field: new_field,
@@ -434,11 +495,13 @@ impl Encoder<'_> {
     }
 }
 
-/// The previous output to copy blocks from and the record of this one, each when there is one.
+/// What spares transcoding work: the previous output to copy blocks from, the record of this
+/// one, and the block cache, each when there is one.
 #[derive(Default)]
 pub struct Reuse {
     pub(crate) previous: Option<reuse::Previous>,
     pub(crate) recorder: Option<reuse::Recorder>,
+    pub(crate) cache: Option<block_cache::BlockCache>,
     /// Blocks copied from the previous output, and blocks transcoded in all.
     pub copied: u64,
     pub transcoded: u64,
@@ -460,7 +523,11 @@ impl Reuse {
                 Ok(Packed {
                     bytes,
                     field: entry.field,
-                    keys: Some((entry.key, entry.sha256)),
+                    keys: Some(Keys {
+                        source: entry.key,
+                        content: entry.content,
+                        sha256: entry.sha256,
+                    }),
                 })
             }
             Some(Err(why)) => {

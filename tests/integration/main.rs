@@ -1,6 +1,7 @@
 //! The integration test binary: one module per area, all run against the real `vxn-blobs`.
 
 mod bad_input;
+mod block_cache;
 mod boot;
 mod bounded;
 mod check;

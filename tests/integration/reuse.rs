@@ -89,19 +89,10 @@ impl Rebuilds {
     }
 }
 
-/// (blocks copied, blocks transcoded) from the engine's log line "copied N of M blocks from".
+/// (blocks copied, blocks transcoded) from the engine's log line.
 pub fn reuse_counts(run: &Run) -> (u64, u64) {
-    let line = run
-        .stderr
-        .lines()
-        .find(|l| l.contains(" blocks from "))
-        .unwrap_or_else(|| panic!("no reuse line: {run:#?}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "copied").unwrap();
-    (
-        words[at + 1].parse().unwrap(),
-        words[at + 3].parse().unwrap(),
-    )
+    let sources = crate::util::block_sources(run);
+    (sources.copied, sources.total)
 }
 
 fn write(path: &Path, bytes: &[u8]) {

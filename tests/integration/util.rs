@@ -294,3 +294,46 @@ pub fn umask() -> u32 {
         .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         .unwrap_or(0o022)
 }
+
+/// Where a transcoding run's data blocks came from, as the engine's log line says:
+/// "copied C of T blocks from PREVIOUS, took N from the block cache DIR, compressed M (...)",
+/// without the first part ("T blocks, ...") when there was no previous output to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    pub total: u64,
+    pub copied: u64,
+    pub from_cache: u64,
+    pub compressed: u64,
+}
+
+/// The [`Sources`] of a run; panics when it has no such line.
+#[track_caller]
+pub fn block_sources(run: &Run) -> Sources {
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| {
+            l.starts_with("vxn-blobs: ") && l.contains(" blocks") && l.contains(", compressed ")
+        })
+        .unwrap_or_else(|| panic!("no line on where the blocks came from: {run:#?}"));
+    let words: Vec<&str> = line
+        .trim_start_matches("vxn-blobs: ")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let number_after = |word: &str| -> Option<u64> {
+        let at = words.iter().position(|w| *w == word)?;
+        words.get(at + 1).and_then(|n| n.parse().ok())
+    };
+    let (copied, total) = match number_after("copied") {
+        Some(copied) => (copied, number_after("of").unwrap()),
+        None => (0, words[0].parse().unwrap()),
+    };
+    Sources {
+        total,
+        copied,
+        from_cache: number_after("took").unwrap_or(0),
+        compressed: number_after("compressed")
+            .unwrap_or_else(|| panic!("no count of compressed blocks in {line:?}")),
+    }
+}
