@@ -507,13 +507,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             "is {text:?}, not a size; write bytes or a number with K, M, G or T, such as \"5G\""
         )
     };
-    let trimmed = text.trim();
-    let (digits, shift) = match trimmed.as_bytes().last().map(u8::to_ascii_uppercase) {
-        Some(b'K') => (&trimmed[..trimmed.len() - 1], 10),
-        Some(b'M') => (&trimmed[..trimmed.len() - 1], 20),
-        Some(b'G') => (&trimmed[..trimmed.len() - 1], 30),
-        Some(b'T') => (&trimmed[..trimmed.len() - 1], 40),
-        _ => (trimmed, 0),
+    let (digits, shift) = match text.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&text[..text.len() - 1], 10),
+        Some(b'M') => (&text[..text.len() - 1], 20),
+        Some(b'G') => (&text[..text.len() - 1], 30),
+        Some(b'T') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(usage());
@@ -793,5 +792,83 @@ mod tests {
             err.to_string().contains("unknown variant `strict`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_block_cache_resolves_with_its_defaults_and_stays_out_of_the_digest() {
+        let plain = load(EXAMPLE, None).unwrap();
+        assert_eq!(plain.block_cache, None);
+        let spec = load(&with("block_cache", r#"{"dir": "cache"}"#), None).unwrap();
+        assert_eq!(
+            spec.block_cache,
+            Some(BlockCacheOptions {
+                dir: PathBuf::from("/specs/cache"),
+                max_size: DEFAULT_MAX_SIZE,
+                read_only: false,
+            })
+        );
+        assert_eq!(spec.canonical_bytes(), plain.canonical_bytes());
+        let spec = load(
+            &with(
+                "block_cache",
+                r#"{"dir": "/c", "max_size": "512M", "read_only": true}"#,
+            ),
+            None,
+        )
+        .unwrap();
+        let cache = spec.block_cache.unwrap();
+        assert_eq!((cache.max_size, cache.read_only), (512 << 20, true));
+        let spec = load(
+            &with("block_cache", r#"{"dir": "/c", "max_size": 4096}"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!(spec.block_cache.unwrap().max_size, 4096);
+        assert_eq!(
+            load(&with("block_cache", "null"), None)
+                .unwrap()
+                .block_cache,
+            None
+        );
+        for (value, says) in [
+            (
+                r#"{"dir": "/c", "max_size": "5X"}"#,
+                "\"block_cache.max_size\" is \"5X\", not a size",
+            ),
+            (
+                r#"{"dir": "/c", "max_size": 0}"#,
+                "\"block_cache.max_size\" is 0",
+            ),
+            (r#"{"dir": ""}"#, "\"block_cache.dir\" is empty"),
+            (r#"{"dir": "/c", "size": "1G"}"#, "unknown field `size`"),
+            (r#"{"max_size": "1G"}"#, "missing field `dir`"),
+        ] {
+            let err = load(&with("block_cache", value), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("5G"), Ok(5 << 30));
+        assert_eq!(parse_size("5g"), Ok(5 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("640k"), Ok(640 << 10));
+        for bad in [
+            "",
+            "G",
+            "5 G",
+            "-1",
+            "1.5G",
+            "5GB",
+            "0",
+            "0M",
+            "99999999999T",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -693,6 +693,31 @@ mod tests {
     }
 
     #[test]
+    fn every_damaged_byte_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path(), false);
+        let (plain, bytes, field) = block(6);
+        let content = content_digest(&plain);
+        cache.put(&content, &bytes, field);
+        let path = entry_file(&cache, &plain);
+        let good = std::fs::read(&path).unwrap();
+        for i in 0..good.len() {
+            let mut damaged = good.clone();
+            damaged[i] ^= 0x01;
+            std::fs::write(&path, &damaged).unwrap();
+            assert_eq!(
+                cache.get(&content, &plain),
+                None,
+                "byte {i} flipped went unnoticed"
+            );
+        }
+        for len in 0..good.len() {
+            std::fs::write(&path, &good[..len]).unwrap();
+            assert_eq!(cache.get(&content, &plain), None, "cut at {len}");
+        }
+    }
+
+    #[test]
     fn planted_files_lead_nowhere_outside_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
