@@ -95,6 +95,15 @@ VXN_CHECK ?= "warn"
 VXN_CHECK[doc] = "What do_deploy and do_install do when vxn-blobs check finds something that would stop the DomU's boot (init not executable, interpreter missing...): warn (each finding a warning, as bbwarn), error (fail the task, install nothing) or off."
 VXN_JOBS ?= ""
 VXN_JOBS[doc] = "Threads vxn-blobs may use; empty: all cores."
+# In SSTATE_DIR because that is what builders already share (NFS, one directory for several
+# TOPDIRs) and what outlives TMPDIR and rm_work; sstate-cache-management.py only ever touches
+# its own sstate:* files.
+VXN_BLOCK_CACHE ?= "${SSTATE_DIR}/vxn-blocks"
+VXN_BLOCK_CACHE[doc] = "Block cache of do_compile (docs/spec.md): compressed rootfs.img blocks kept by what they encode, so that a build without the previous rootfs.img (rm_work, a new TMPDIR, another builder sharing this directory) compresses only the blocks no build has compressed before. Empty: no cache. In no task signature: it changes no output byte."
+VXN_BLOCK_CACHE_SIZE ?= "5G"
+VXN_BLOCK_CACHE_SIZE[doc] = "What the block cache's entries may take (bytes, or with K, M, G, T) before the least recently used are removed."
+VXN_BLOCK_CACHE_READ_ONLY ?= "0"
+VXN_BLOCK_CACHE_READ_ONLY[doc] = "1: take blocks from VXN_BLOCK_CACHE but write, touch and remove nothing there (a read-only mirror, or a cache another user owns)."
 VXN_FORCE_BUILD ?= "0"
 VXN_FORCE_BUILD[doc] = "1: do_compile and do_deploy always run ([nostamp]) and do_deploy makes no sstate object, as in the seed. 0: they run when an input changed (every input is in their signatures) and do_deploy comes from sstate when it can."
 VXN_INSTALL_BLOBS ?= "0"
@@ -265,6 +274,13 @@ python vxn_write_spec() {
             spec["jobs"] = int(jobs)
         except ValueError:
             bb.fatal("VXN_JOBS must be a number of threads, not '%s'" % jobs)
+    cache = d.getVar('VXN_BLOCK_CACHE')
+    if cache:
+        spec["block_cache"] = {
+            "dir": cache,
+            "max_size": d.getVar('VXN_BLOCK_CACHE_SIZE') or None,
+            "read_only": bb.utils.to_boolean(d.getVar('VXN_BLOCK_CACHE_READ_ONLY')),
+        }
     sde = d.getVar('SOURCE_DATE_EPOCH')
     if sde:
         try:
@@ -280,6 +296,9 @@ python vxn_write_spec() {
     os.replace(path + '.tmp', path)
     bb.note("vxn-blobs spec: %s (kernel: %s)" % (path, spec["kernel"]))
 }
+# Where blocks are cached changes how fast, never what: a builder with another cache, or none,
+# must restore and share the same sstate objects.
+vxn_write_spec[vardepsexclude] += "VXN_BLOCK_CACHE VXN_BLOCK_CACHE_SIZE VXN_BLOCK_CACHE_READ_ONLY"
 
 # The seed warned on the console when the kernel was missing; keep that (the tool's own warning
 # only reaches the task log). With VXN_KERNEL_REQUIRED the tool fails the task instead.

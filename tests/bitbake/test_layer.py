@@ -250,7 +250,7 @@ def test_install_blobs_packages_them_for_the_dom0(bblib, tmp_path):
     assert "vxn_run_placing install" in d.getVar("do_install", False)
     assert "vxn_write_spec" in d.getVarFlag("do_install", "prefuncs").split()
 
-    d = parse_vxn(bblib, tmp_path / "b", local={"VXN_INSTALL_BLOBS": "1", "VXN_DEPLOY_BLOBS": "0",
+    d = parse_vxn(bblib, tmp_path, local={"VXN_INSTALL_BLOBS": "1", "VXN_DEPLOY_BLOBS": "0",
                                                 "DISTRO_FEATURES": "virtualization xen"})[""]
     assert "do_deploy" not in d.getVar("__BBTASKS", False)
     assert "do_install" in d.getVar("__BBTASKS", False)
@@ -357,7 +357,34 @@ def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
         "check": "warn",
         "jobs": 3,
         "source_date_epoch": 1302044400,
+        "block_cache": {"dir": os.path.join(d.getVar("TOPDIR"), "sstate-cache", "vxn-blocks"),
+                        "max_size": "5G", "read_only": False},
     }
+    d.setVar("VXN_BLOCK_CACHE", "")
+    assert "block_cache" not in write_spec(bblib, d)
+
+
+def task_hashes(bblib, d):
+    """The base hash of each task of a parsed recipe, as BitBake's signature generator makes it."""
+    ignored = set((d.getVar("BB_BASEHASH_IGNORE_VARS") or "").split())
+    tasklist, gendeps, lookupcache = bblib.data.generate_dependencies(d, ignored)
+    _, basehash = bblib.data.generate_dependency_hash(tasklist, gendeps, lookupcache, ignored, "vxn")
+    return basehash
+
+
+def test_the_block_cache_is_in_no_task_signature(bblib, tmp_path):
+    """Where blocks are cached changes how fast, not what: builders with other caches (or none)
+    must share sstate objects. A knob that does change the blobs shows the test can fail."""
+    base = task_hashes(bblib, parse_vxn(bblib, tmp_path)[""])
+    other_cache = task_hashes(bblib, parse_vxn(bblib, tmp_path, local={
+        "VXN_BLOCK_CACHE": "/elsewhere", "VXN_BLOCK_CACHE_SIZE": "1G",
+        "VXN_BLOCK_CACHE_READ_ONLY": "1"})[""])
+    no_cache = task_hashes(bblib, parse_vxn(bblib, tmp_path, local={"VXN_BLOCK_CACHE": ""})[""])
+    keep = task_hashes(bblib, parse_vxn(bblib, tmp_path, local={"VXN_COMPRESSION": "keep"})[""])
+    compile_task = [t for t in base if t.endswith(":do_compile")]
+    assert compile_task, sorted(base)
+    assert base == other_cache == no_cache
+    assert keep[compile_task[0]] != base[compile_task[0]]
 
 
 def test_spec_kernel_prefers_multiconfig_then_falls_back_to_deploy_dir_image(bblib, tmp_path):
