@@ -197,8 +197,32 @@ def test_a_rootfs_image_change_reruns_compile(tier, bd):
     assert b"release 2" in cat(os.path.join(deployed(bd), "rootfs.img"), "/etc/vruntime-release")
     # ${B} survives between builds, so compile reused the previous rootfs.img's xz blocks for
     # what did not change (the image's big payload).
-    m = re.search(r"copied (\d+) of (\d+) blocks from", task_log(bd, "do_compile"))
-    assert m and int(m.group(1)) > 0, "no block reuse in log.do_compile"
+    copied, _, _, _ = block_sources(task_log(bd, "do_compile"))
+    assert copied > 0, "no block reuse in log.do_compile"
+
+
+def test_with_rm_work_a_rootfs_change_takes_the_unchanged_blocks_from_the_block_cache(tier, bd):
+    """rm_work removes ${B}, and with it the previous rootfs.img: the block cache in SSTATE_DIR
+    (VXN_BLOCK_CACHE's default) still spares every block that did not change."""
+    bd.write_conf(BASE_CONF + MC_X86 + 'INHERIT += "rm_work"\n')
+    bd.bitbake(RECIPE)
+    (workdir,) = glob.glob(bd.path("tmp", "work", "qemux86_64-oe-linux", RECIPE, "*"))
+    assert not os.path.exists(os.path.join(workdir, "build")), "rm_work left ${B}"
+    recipe = standin(tier, "recipes-containers", "vruntime", "vdkr-rootfs-image.bb")
+    edit(recipe, 'STANDIN_RELEASE = "2"\n', 'STANDIN_RELEASE = "3"\n')
+    r = bd.bitbake(RECIPE)
+    record(tier, "the rootfs image changed, with rm_work (no previous rootfs.img)", r, vxn_tasks(r))
+    assert vxn_tasks(r) == ["do_compile", "do_deploy"]
+    assert not r.warnings(), "\n".join(r.warnings())
+    log = task_log(bd, "do_compile")
+    copied, cached, compressed, total = block_sources(log)
+    oetier.log("rm_work: %d of %d blocks from the block cache, %d compressed" % (cached, total, compressed))
+    # The payload and everything but the fragment holding the changed release file.
+    assert copied == 0 and cached >= total - 2 and compressed >= 1, (copied, cached, compressed, total)
+    assert os.path.join(bd.sstate, "vxn-blocks") in log
+    assert not os.path.exists(os.path.join(workdir, "build")), "rm_work left ${B}"
+    assert b"release 3" in cat(os.path.join(deployed(bd), "rootfs.img"), "/etc/vruntime-release")
+    assert the_set(bd) == reference_set(tier, bd, "rm-work", inject_from=scripts_dir(tier))
 
 
 def test_a_vxn_inject_change_reruns_compile(tier, bd):
@@ -227,6 +251,50 @@ def task_log(bd, task, recipe=RECIPE):
     (path,) = glob.glob(bd.path("tmp", "work", "qemux86_64-oe-linux", recipe, "*", "temp", "log." + task))
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def reference_set(tier, bd, name, inject_from=None):
+    """What a clean build deploys for the spec do_compile last used: the same native tool run
+    cold (an empty build_dir, no block cache: nothing to reuse) on a copy of that spec. With
+    `inject_from`, the files to inject are taken from there by name (rm_work removed ${S})."""
+    (spec_path,) = glob.glob(bd.path("tmp", "work", "qemux86_64-oe-linux", RECIPE, "*", "temp",
+                                     "vxn-blobs-spec.json"))
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    scratch = bd.path("reference-" + name)
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch)
+    spec["build_dir"] = os.path.join(scratch, "build")
+    spec["deploy_dir"] = os.path.join(scratch, "deploy")
+    spec.pop("block_cache", None)
+    if inject_from:
+        for entry in spec["inject"]:
+            entry["source"] = os.path.join(inject_from, os.path.basename(entry["source"]))
+    path = os.path.join(scratch, "spec.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    tier._give_to_user(scratch)
+    tool = bd.path("tmp", "sysroots-components", "x86_64", "vxn-blobs-native", "usr", "bin", "vxn-blobs")
+    for command in ("compile", "deploy"):
+        r = tier.run_as_user([tool, command, "--spec", path])
+        assert r.returncode == 0, r.stderr
+    out = os.path.join(spec["deploy_dir"], "vxn", spec["blob_arch"])
+    return {n: sha256(os.path.join(out, n)) for n in sorted(os.listdir(out))}
+
+
+def block_sources(log):
+    """(copied, from the block cache, compressed, in all) from do_compile's log: the engine's line
+    "copied C of T blocks from ..., took N from the block cache ..., compressed M"."""
+    m = re.search(r"copied (\d+) of (\d+) blocks from \S+, took (\d+) from the block cache \S+, compressed (\d+)", log)
+    assert m, "no line on where the rootfs blocks came from in log.do_compile"
+    copied, total, cached, compressed = (int(g) for g in m.groups())
+    assert copied + cached + compressed == total, m.group(0)
+    return copied, cached, compressed, total
+
+
+def the_set(bd):
+    out = deployed(bd)
+    return {n: sha256(os.path.join(out, n)) for n in sorted(os.listdir(out))}
 
 
 def sstate_objects(tier, bd, task):

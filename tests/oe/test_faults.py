@@ -29,12 +29,16 @@ import time
 import pytest
 
 import oetier
-from test_build import BASE_CONF, MC_X86, RECIPE, MC, deployed, sha256, sstate_objects, vxn_tasks
+from test_build import (BASE_CONF, MC_X86, RECIPE, MC, block_sources, deployed, reference_set, sha256,
+                        sstate_objects, the_set, vxn_tasks)
 
 # The size of the variant file each scenario changes (transcoded anew; the stand-in's 6 MB
 # payload is reused block by block after the first compile): a transcode of seconds on two
 # cores, long enough to be caught by polling, not minutes.
 FAULTS_CONF = 'STANDIN_VARIANT_MB = "10"\n'
+# The stand-in rootfs's payload: STANDIN_PAYLOAD_MB (6) MiB, the same bytes in every variant, in
+# 128 KiB blocks.
+PAYLOAD_BLOCKS = 48
 # What test_two_topdirs... leaves for the damaged-sstate test: the object and the deployed set.
 SHARED = {}
 # src/safe_fs.rs: the tool's temporary files start with TEMP_PREFIX, and the engine stages the
@@ -66,11 +70,6 @@ def workdir(bd):
 
 def build_dir(bd):
     return os.path.join(workdir(bd), "build")
-
-
-def the_set(bd):
-    out = deployed(bd)
-    return {n: sha256(os.path.join(out, n)) for n in sorted(os.listdir(out))}
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -284,28 +283,6 @@ def temp_files(tier, roots, allowed):
                 except FileNotFoundError:
                     pass
     return found
-
-
-def reference_set(tier, bd, name):
-    """What a clean build deploys for the spec do_compile last used: the same native tool run
-    cold (an empty build_dir, nothing to reuse) on a copy of that spec."""
-    with open(os.path.join(workdir(bd), "temp", "vxn-blobs-spec.json"), encoding="utf-8") as f:
-        spec = json.load(f)
-    scratch = bd.path("reference-" + name)
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(scratch)
-    spec["build_dir"] = os.path.join(scratch, "build")
-    spec["deploy_dir"] = os.path.join(scratch, "deploy")
-    path = os.path.join(scratch, "spec.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(spec, f)
-    tier._give_to_user(scratch)
-    tool = bd.path("tmp", "sysroots-components", "x86_64", "vxn-blobs-native", "usr", "bin", "vxn-blobs")
-    for command in ("compile", "deploy"):
-        r = tier.run_as_user([tool, command, "--spec", path])
-        assert r.returncode == 0, r.stderr
-    out = os.path.join(spec["deploy_dir"], "vxn", spec["blob_arch"])
-    return {n: sha256(os.path.join(out, n)) for n in sorted(os.listdir(out))}
 
 
 # -- the deploy watcher ----------------------------------------------------------------------
@@ -549,6 +526,15 @@ def test_two_topdirs_share_sstate_then_a_third_restores_from_it(tier, primary, w
         assert not r.warnings(), "\n".join(r.warnings())
     made = sorted(set(sstate_objects(tier, dirs[0], "deploy")) - before)
     assert len(made) == 1, made
+    # Neither fresh TOPDIR had a previous rootfs.img; the block cache in the shared SSTATE_DIR,
+    # written by every earlier build of the stand-in (and by each other, at the same time),
+    # spared them the payload's blocks, which no variant changes.
+    for bd in dirs[:2]:
+        with open(os.path.join(workdir(bd), "temp", "log.do_compile"), encoding="utf-8", errors="replace") as f:
+            copied, cached, compressed, total = block_sources(f.read())
+        say("%s: %d of %d blocks from the block cache, %d compressed"
+            % (os.path.basename(bd.topdir), cached, total, compressed), t0)
+        assert copied == 0 and cached >= PAYLOAD_BLOCKS, (copied, cached, compressed, total)
     third = dirs[2].bitbake(RECIPE)
     say("the third TOPDIR restored from the shared sstate: %s" % vxn_tasks(third), t0)
     assert vxn_tasks(third) == ["do_deploy_setscene"], vxn_tasks(third)
