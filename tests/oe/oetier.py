@@ -241,12 +241,10 @@ class Tier:
         self._ensure_user()
         # A fresh start for everything a run builds; sources, crates and the rust copy stay.
         # (VXN_OE_KEEP=1 keeps the builds too, for working on the tier itself: tests that
-        # expect a first build then see none.)
+        # expect a first build then see none. The rebuild table is tests/oe/run's to start.)
         for name in os.listdir(self.work) if os.environ.get("VXN_OE_KEEP") != "1" else []:
             if name.startswith(("build-", "check-", "sstate")) or name == "vxn-blobs":
                 shutil.rmtree(os.path.join(self.work, name))
-            elif name == "rebuild-table.jsonl":
-                os.unlink(os.path.join(self.work, name))
             elif name == "logs":
                 shutil.rmtree(os.path.join(self.work, name))
         self._copy_checkout()
