@@ -34,7 +34,7 @@ start=$(date +%s)
 tier_times=""
 # The machine's busy and idle CPU time so far (/proc/stat, in clock ticks): how busy the cores
 # were during a tier, the background check-layer run included, says whether taking work off a
-# tier can shorten the run (docs/integration.md, "Budget").
+# tier can shorten the run (docs/testing.md, "Where CI's time goes").
 cpu_ticks() {
     awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat
 }
@@ -124,7 +124,7 @@ oe_tier() {
 # awaited after the oe tier and printed as the tier oe-check-layer, with its time from its start.
 # As root its BitBake servers run at a higher priority than the other tiers (autogroup nice -5:
 # oetier.BuildDir.favour), so that it ends near its time alone and the other tiers use the CPU
-# it leaves (docs/integration.md, "Budget").
+# it leaves (docs/testing.md, "Where CI's time goes").
 CHECK_LAYER_TEST=test_yocto_check_layer_passes_beside_the_real_layers
 start_check_layer() {
     check_layer_work="${VXN_OE_WORK:-/var/tmp/vxn-oe-tier}-check-layer"

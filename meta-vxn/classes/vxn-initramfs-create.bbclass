@@ -26,7 +26,8 @@
 # The class name contains '-', so EXPORT_FUNCTIONS cannot be used: the tasks are defined here
 # directly and a recipe that needs to extend them uses :prepend/:append or [prefuncs].
 
-inherit deploy features_check
+# vxn_blob_arch: vxn_arch_info(), the per-architecture table of the knobs below.
+inherit deploy features_check vxn_blob_arch
 
 EXCLUDE_FROM_WORLD = "1"
 INHIBIT_DEFAULT_DEPS = "1"
@@ -34,19 +35,6 @@ DEPENDS += "vxn-blobs-native"
 
 VXN_RUNTIME ?= "vdkr"
 VXN_RUNTIME[doc] = "Container runtime whose vruntime images are used: vdkr (Docker) or vpdmn (Podman)."
-
-# The seed's per-architecture choices, in one table so that the three stay consistent.
-# Returns (multiconfig, blob arch, kernel image name) for TARGET_ARCH; unknown architectures
-# fall back to the aarch64 multiconfig, as vxn-initramfs-create.inc does.
-def vxn_arch_info(d):
-    arch = d.getVar('TARGET_ARCH')
-    if arch == 'aarch64':
-        return ('vruntime-aarch64', 'aarch64', 'Image')
-    if arch in ('x86_64', 'i686', 'i586'):
-        return ('vruntime-x86-64', 'x86_64', 'bzImage')
-    if arch == 'arm':
-        return ('vruntime-aarch64', 'aarch64', 'zImage')
-    return ('vruntime-aarch64', 'aarch64', 'Image')
 
 VXN_MULTICONFIG ?= "${@vxn_arch_info(d)[0]}"
 VXN_MULTICONFIG[doc] = "Multiconfig that builds the kernel, initramfs and rootfs (vruntime-x86-64 or vruntime-aarch64 from TARGET_ARCH)."

@@ -88,10 +88,11 @@ def test_the_bbappend_changes_the_blobs_and_nothing_else_of_upstreams_vxn(bblib,
     body = d.getVar("do_compile", False)
     assert "unsquashfs" not in body and "mksquashfs" not in body
     assert "${CC} ${CFLAGS} ${S}/vxn-sendtty.c ${LDFLAGS} -o ${B}/vxn-sendtty" in body
+    assert body.rstrip().endswith("vxn_stage_deployed_blobs ${KERNEL_IMAGETYPE_VXN}")
     # Upstream's do_install runs as it is, the seal after it.
     install = d.getVar("do_install", False)
     assert install.startswith(plain.getVar("do_install", False).rstrip()) or plain.getVar("do_install", False).strip() in install
-    assert install.rstrip().endswith("vxn_seal_installed_blobs")
+    assert install.rstrip().endswith("vxn_seal_installed_blobs ${D}${datadir}/vxn/${BLOB_ARCH}")
     assert d.getVar("PACKAGE_ARCH") == d.getVar("MACHINE_ARCH")
     for var in ("RPROVIDES", "RREPLACES", "RCONFLICTS"):
         assert "vxn-dom0-blobs" in d.getVar("%s:vxn" % var).split(), var
@@ -130,3 +131,18 @@ def test_vxn_dom0_blobs_steps_aside_beside_meta_virtualization(bblib, tmp_path):
     assert not build.parse(recipe)[""].getVar("__SKIPPED")
     reason = build.parse(recipe, [DOM0_APPEND])[""].getVar("__SKIPPED")
     assert reason and "RPROVIDES vxn-dom0-blobs: install vxn" in reason, reason
+
+
+def test_vxn_and_vxn_dom0_blobs_stage_and_seal_with_the_same_class_code(bblib, tmp_path, upstream):
+    """One piece of code packages the deployed set, whichever package carries it to the Dom0."""
+    vxn = parse_vxn(bblib, tmp_path / "vxn", upstream)
+    recipe = recipe_path("recipes-core", "vxn", "vxn-dom0-blobs_1.0.bb")
+    dom0 = Build(bblib, tmp_path / "dom0" / "build", local={"DISTRO_FEATURES": "virtualization xen"},
+                 layers=[make_meta_virt(tmp_path / "dom0")]).parse(recipe)[""]
+    for d in (vxn, dom0):
+        assert any(c.endswith("/classes/vxn_deployed_blobs.bbclass") for c in d.getVar("__inherit_cache")), d.getVar("PN")
+    for function in ("vxn_stage_deployed_blobs", "vxn_seal_installed_blobs"):
+        assert vxn.getVar(function, False) == dom0.getVar(function, False), function
+    for d in (vxn, dom0):
+        assert "vxn-initramfs-create:do_deploy" in d.getVarFlag("do_compile", "depends").split()
+

@@ -256,6 +256,37 @@ def test_install_blobs_packages_them_for_the_dom0(bblib, tmp_path):
     assert "do_install" in d.getVar("__BBTASKS", False)
 
 
+DOM0_RECIPE = recipe_path("recipes-core", "vxn", "vxn-dom0-blobs_1.0.bb")
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "i686", "aarch64", "arm"])
+def test_vxn_dom0_blobs_packages_the_deploy_under_the_names_it_has(bblib, tmp_path, arch):
+    """No assembly of its own: no do_deploy, no mcdepends or inputs, the deploy of
+    vxn-initramfs-create's blob arch and kernel name for every TARGET_ARCH."""
+    local = {"TARGET_ARCH": arch, "DISTRO_FEATURES": "virtualization xen", "BBMULTICONFIG": MC_BY_ARCH[arch]}
+    build = Build(bblib, tmp_path / "build", local=local, layers=[make_meta_virt(tmp_path)],
+                  multiconfigs=[MC_BY_ARCH[arch]])
+    vic, dom0 = build.parse(VXN_RECIPE)[""], build.parse(DOM0_RECIPE)[""]
+    assert not dom0.getVar("__SKIPPED"), dom0.getVar("__SKIPPED")
+    assert dom0.getVar("VXN_DEPLOYED_BLOBS") == os.path.join(vic.getVar("DEPLOY_DIR_IMAGE"), "vxn", vic.getVar("VXN_BLOB_ARCH"))
+    assert dom0.getVar("VXN_KERNEL_IMAGETYPE") == vic.getVar("VXN_KERNEL_IMAGETYPE")
+    assert dom0.getVar("VXN_INSTALL_DIR") == vic.getVar("VXN_INSTALL_DIR") == "/usr/share/vxn/" + vic.getVar("VXN_BLOB_ARCH")
+    tasks = dom0.getVar("__BBTASKS", False)
+    for task in PACKAGING_TASKS:
+        assert task in tasks, task
+    assert "do_deploy" not in tasks and "do_populate_sysroot" not in tasks
+    assert dom0.getVarFlag("do_compile", "mcdepends") is None
+    assert dom0.getVarFlag("do_compile", "file-checksums") is None
+    assert dom0.getVar("DEPENDS").split() == ["vxn-blobs-native"]
+    assert dom0.getVar("PACKAGES") == "vxn-dom0-blobs"
+    assert dom0.getVar("VXN_INSTALL_DIR") in dom0.getVar("FILES:vxn-dom0-blobs").split()
+    assert dom0.getVar("PACKAGE_ARCH") == dom0.getVar("MACHINE_ARCH")
+    for flag in ("INHIBIT_PACKAGE_STRIP", "INHIBIT_PACKAGE_DEBUG_SPLIT", "SKIP_FILEDEPS", "EXCLUDE_FROM_WORLD"):
+        assert dom0.getVar(flag) == "1", flag
+    reason = Build(bblib, tmp_path / "nox", local={"DISTRO_FEATURES": "virtualization"}).parse(DOM0_RECIPE)[""].getVar("__SKIPPED")
+    assert reason and "missing required DISTRO_FEATURES: 'xen'" in reason, reason
+
+
 @pytest.mark.parametrize("local,missing_feature", [
     ({"DISTRO_FEATURES": ""}, "virtualization"),
     ({"DISTRO_FEATURES": "virtualization", "VXN_INSTALL_BLOBS": "1"}, "xen"),
@@ -308,18 +339,30 @@ def test_bad_inject_entry_fails_parsing_with_the_entry_named(bblib, tmp_path, ca
 
 
 def test_every_knob_has_a_default_and_a_doc(bblib, tmp_path):
-    d = parse_vxn(bblib, tmp_path)[""]
-    with open(CLASS, encoding="utf-8") as f:
-        text = f.read()
-    knobs = re.findall(r"^(VXN_[A-Z_]+) \?= ", text, re.M)
-    assert len(knobs) >= 15
-    for knob in knobs:
-        assert d.getVarFlag(knob, "doc"), "%s has no [doc]" % knob
+    """In every class of the layer: vxn-initramfs-create's, and vxn_deployed_blobs' (parsed
+    through vxn-dom0-blobs, which inherits it)."""
+    build = Build(bblib, tmp_path / "build", local={"DISTRO_FEATURES": "virtualization xen"},
+                  layers=[make_meta_virt(tmp_path)])
+    stores = {CLASS: build.parse(VXN_RECIPE)[""],
+              os.path.join(LAYER, "classes", "vxn_deployed_blobs.bbclass"): build.parse(DOM0_RECIPE)[""]}
+    assert sorted(stores) == sorted(os.path.join(LAYER, "classes", c) for c in os.listdir(os.path.join(LAYER, "classes"))
+                                    if c != "vxn_blob_arch.bbclass"), "a new class: add its knobs here"
+    documented = open(os.path.join(TOP, "docs", "integration.md"), encoding="utf-8").read()
+    count = 0
+    for path, d in stores.items():
+        with open(path, encoding="utf-8") as f:
+            knobs = re.findall(r"^(VXN_[A-Z_]+) \?{1,2}= ", f.read(), re.M)
+        count += len(knobs)
+        for knob in knobs:
+            assert d.getVarFlag(knob, "doc"), "%s has no [doc]" % knob
+            assert knob in documented, "%s is not in docs/integration.md" % knob
+    assert count >= 17
+    d = stores[CLASS]
     for task in ("do_compile", "do_deploy", "vxn_write_spec", "vxn_warn_missing_kernel"):
         assert d.getVarFlag(task, "doc"), task
-    documented = open(os.path.join(TOP, "docs", "integration.md"), encoding="utf-8").read()
-    for knob in knobs:
-        assert knob in documented, "%s is not in docs/integration.md" % knob
+    d = stores[os.path.join(LAYER, "classes", "vxn_deployed_blobs.bbclass")]
+    for function in ("vxn_stage_deployed_blobs", "vxn_seal_installed_blobs"):
+        assert d.getVarFlag(function, "doc"), function
 
 
 def write_spec(bblib, d):

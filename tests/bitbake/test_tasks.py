@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from bbharness import VXN_RECIPE, Build, find_tool, make_meta_virt, missing, run_task
+from bbharness import VXN_RECIPE, Build, find_tool, make_meta_virt, missing, recipe_path, run_task
 
 ARCHES = {
     # TARGET_ARCH: (multiconfig, blob arch, kernel name)
@@ -273,23 +273,153 @@ def test_install_puts_the_blobs_into_D_for_the_package(bblib, tmp_path, recorder
     assert "install: installed into %s" % installed in sc.log("do_install")
 
 
+# An init the DomU could not run: injected with mode 0644.
+INIT_NOT_EXECUTABLE = "vxn-init.sh:/vxn-init.sh:0644 vcontainer-init-common.sh:/vcontainer-init-common.sh:0755"
+
+
+def assert_warned_not_executable(records, since=0):
+    """The boot check's finding about /vxn-init.sh reached BitBake as a warning."""
+    warnings = [r.getMessage() for r in records if r.levelname == "WARNING"][since:]
+    assert any(w.startswith("check: ") and "/vxn-init.sh" in w and "not executable" in w
+               for w in warnings), warnings
+
+
 @pytest.mark.parametrize("mode", ["warn", "error"])
 def test_boot_check_findings_reach_bitbake(bblib, tmp_path, recorder, mode):
     """An init the DomU could not run (mode 0644): a bbwarn with VXN_CHECK = "warn", a failed
     do_deploy with "error"."""
-    sc = Scenario(bblib, tmp_path, local={
-        "VXN_CHECK": mode,
-        "VXN_INJECT": "vxn-init.sh:/vxn-init.sh:0644 vcontainer-init-common.sh:/vcontainer-init-common.sh:0755"})
+    sc = Scenario(bblib, tmp_path, local={"VXN_CHECK": mode, "VXN_INJECT": INIT_NOT_EXECUTABLE})
     assert sc.run("do_fetch", "do_unpack", "do_compile") == 0, sc.log("do_compile")
     status = sc.run("do_deploy")
-    warnings = [r.getMessage() for r in recorder.records if r.levelname == "WARNING"]
     if mode == "warn":
         assert status == 0, sc.log("do_deploy")
-        assert any(w.startswith("check: ") and "/vxn-init.sh" in w and "not executable" in w
-                   for w in warnings), warnings
+        assert_warned_not_executable(recorder.records)
     else:
         assert status != 0
         log = sc.log("do_deploy")
         assert "refusing to deploy" in log and "not executable" in log, log
         assert "VXN_CHECK decides" in log
         assert not os.path.exists(os.path.join(sc.deployed, "rootfs.img"))
+
+
+# -- vxn-dom0-blobs: the Dom0 package of what vxn-initramfs-create deployed -----------------------
+
+DOM0_RECIPE = recipe_path("recipes-core", "vxn", "vxn-dom0-blobs_1.0.bb")
+
+
+class Dom0:
+    """vxn-dom0-blobs parsed in the TOPDIR of a Scenario whose vxn-initramfs-create has deployed,
+    its deploy copied into DEPLOY_DIR_IMAGE as sstate's deploy copy puts it there."""
+
+    def __init__(self, bb, tmp_path, arch="x86_64", local=None, inject=None):
+        settings = {"DISTRO_FEATURES": "virtualization xen"}
+        if inject:
+            settings["VXN_INJECT"] = inject
+        self.sc = Scenario(bb, tmp_path, arch=arch, local=settings)
+        assert self.sc.run("do_fetch", "do_unpack", "do_compile", "do_deploy") == 0, self.sc.log("do_compile")
+        self.deployed = os.path.join(self.sc.d.getVar("DEPLOY_DIR_IMAGE"), "vxn", self.sc.blob_arch)
+        shutil.copytree(self.sc.deployed, self.deployed)
+        settings.update({"TARGET_ARCH": arch}, **(local or {}))
+        build = Build(bb, tmp_path / "build", local=settings, layers=[str(tmp_path / "meta-virtualization")])
+        self.d = build.parse(DOM0_RECIPE)[""]
+        assert not self.d.getVar("__SKIPPED"), self.d.getVar("__SKIPPED")
+        bindir = self.d.getVar("STAGING_BINDIR_NATIVE")
+        os.makedirs(bindir)
+        os.symlink(find_tool(), os.path.join(bindir, "vxn-blobs"))
+
+    def run(self, *tasks):
+        for task in tasks:
+            status = run_task(self.sc.bb, DOM0_RECIPE, self.d, task)
+            if status:
+                return status
+        return 0
+
+    def log(self, task):
+        """The task's log; BitBake removes an empty one."""
+        path = os.path.join(self.d.getVar("T"), "log." + task)
+        if not os.path.exists(path):
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    @property
+    def installed(self):
+        return self.d.expand("${D}${VXN_INSTALL_DIR}")
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+def test_dom0_blobs_packages_the_deployed_set_without_assembling_it(bblib, tmp_path, recorder, arch):
+    dom0 = Dom0(bblib, tmp_path, arch=arch)
+    kernel = dom0.sc.kernel_name
+    # The one assembly is vxn-initramfs-create's: no tool compile, no inputs of its own.
+    assert "vxn-initramfs-create:do_deploy" in dom0.d.getVarFlag("do_compile", "depends").split()
+    assert dom0.d.getVarFlag("do_compile", "mcdepends") is None
+    assert dom0.d.getVarFlag("do_compile", "file-checksums") is None
+    assert dom0.d.getVar("SRC_URI") == ""
+    assert dom0.d.getVar("VXN_DEPLOYED_BLOBS") == dom0.deployed
+    assert dom0.run("do_compile", "do_install") == 0, dom0.log("do_compile") + dom0.log("do_install")
+    with open(os.path.join(dom0.d.getVar("T"), "run.do_compile"), encoding="utf-8") as f:
+        script = f.read()
+    assert "vxn_stage_deployed_blobs" in script and "vxn-blobs compile" not in script
+
+    # Staged as hardlinks of the deploy (same file system here), under upstream vxn's names.
+    b = dom0.d.getVar("B")
+    for staged, name in (("kernel", kernel), ("initramfs.cpio.gz", "initramfs.cpio.gz"), ("rootfs.img", "rootfs.img")):
+        assert os.stat(os.path.join(b, staged)).st_ino == os.stat(os.path.join(dom0.deployed, name)).st_ino, staged
+
+    # Installed: copies (not links into the deploy), 0644, byte-identical to the deploy; the
+    # deploy's SHA256SUMS lines for them, in its order, which is what `vxn-blobs install` writes.
+    installed = dom0.installed
+    assert installed.endswith("/image/usr/share/vxn/" + dom0.sc.blob_arch)
+    assert sorted(os.listdir(installed)) == sorted(["SHA256SUMS", kernel, "initramfs.cpio.gz", "rootfs.img"])
+    for name in os.listdir(installed):
+        st = os.stat(os.path.join(installed, name))
+        assert stat.S_IMODE(st.st_mode) == 0o644 and st.st_nlink == 1, name
+        if name != "SHA256SUMS":
+            assert read(os.path.join(installed, name)) == read(os.path.join(dom0.deployed, name)), name
+    with open(os.path.join(dom0.deployed, "SHA256SUMS"), encoding="utf-8") as f:
+        expected = "".join(l for l in f if not l.rstrip("\n").endswith("  README"))
+    with open(os.path.join(installed, "SHA256SUMS"), encoding="utf-8") as f:
+        assert f.read() == expected
+    assert [r for r in recorder.records if r.levelname == "WARNING"] == []
+
+
+def test_dom0_blobs_refuses_what_differs_from_the_deploy(bblib, tmp_path, recorder):
+    dom0 = Dom0(bblib, tmp_path)
+    assert dom0.run("do_compile") == 0, dom0.log("do_compile")
+    staged = os.path.join(dom0.d.getVar("B"), "rootfs.img")
+    os.unlink(staged)  # not the deploy's file: the staged link only
+    with open(staged, "wb") as f:
+        f.write(b"hsqs, but not the deployed one")
+    assert dom0.run("do_install") != 0
+    log = dom0.log("do_install")
+    assert "differ from what vxn-initramfs-create deployed (%s)" % dom0.deployed in log, log
+
+
+def test_dom0_blobs_without_the_deploy_names_the_recipe_that_makes_it(bblib, tmp_path, recorder):
+    dom0 = Dom0(bblib, tmp_path)
+    shutil.rmtree(dom0.deployed)
+    assert dom0.run("do_compile") != 0
+    log = dom0.log("do_compile")
+    assert "%s/SHA256SUMS not found" % dom0.deployed in log and "bitbake vxn-initramfs-create" in log, log
+
+
+@pytest.mark.parametrize("mode", ["warn", "error"])
+def test_dom0_blobs_boot_check_follows_vxn_check(bblib, tmp_path, recorder, mode):
+    """A deployed set with an init the DomU could not run (mode 0644; its own deploy warned):
+    each finding a bbwarn with VXN_CHECK = "warn", a failed do_install with "error"."""
+    dom0 = Dom0(bblib, tmp_path, local={"VXN_CHECK": mode}, inject=INIT_NOT_EXECUTABLE)
+    before = len([r for r in recorder.records if r.levelname == "WARNING"])
+    status = dom0.run("do_compile", "do_install")
+    if mode == "warn":
+        assert status == 0, dom0.log("do_install")
+        assert_warned_not_executable(recorder.records, since=before)
+    else:
+        assert status != 0
+        log = dom0.log("do_install")
+        assert "vxn-blobs check found what would stop the DomU's boot" in log and "not executable" in log, log

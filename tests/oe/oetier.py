@@ -3,7 +3,7 @@
 (Helpers for tests/oe; conftest.py turns them into fixtures. A module name of its own, so that
 another suite's conftest can never shadow it.)
 
-Where OE-core and BitBake come from (docs/integration.md, "The real-BitBake tier"):
+Where OE-core and BitBake come from (docs/testing.md, "The real-BitBake tier"):
   VXN_OE_CORE=<dir|tarball> [VXN_BITBAKE=<dir|tarball>]  one series: a poky or OE-core checkout
       (BitBake defaults to its bitbake/ directory) or `git archive` snapshots of both;
   VXN_OE_SNAPSHOTS=<dir>  every openembedded-core-<branch>-*.tar.gz in it, each with the
@@ -42,7 +42,7 @@ IN_CI = os.environ.get("CI") == "true"
 ENABLE_HINT = ("the real-BitBake tier needs OE-core and BitBake: set VXN_OE_CORE=<poky or OE-core "
                "checkout or snapshot tarball> (and VXN_BITBAKE=<bitbake checkout or tarball> if it "
                "has no bitbake/), or VXN_OE_SNAPSHOTS=<directory of snapshot tarballs>; see "
-               "docs/integration.md")
+               "docs/testing.md")
 
 # What OE-core cannot build offline (their sources are downloads), provided by the host instead:
 # rust and the tools of patching and packaging, which HOSTTOOLS links in (rustc, cargo here; the
@@ -241,12 +241,10 @@ class Tier:
         self._ensure_user()
         # A fresh start for everything a run builds; sources, crates and the rust copy stay.
         # (VXN_OE_KEEP=1 keeps the builds too, for working on the tier itself: tests that
-        # expect a first build then see none.)
+        # expect a first build then see none. The rebuild table is tests/oe/run's to start.)
         for name in os.listdir(self.work) if os.environ.get("VXN_OE_KEEP") != "1" else []:
             if name.startswith(("build-", "check-", "sstate")) or name == "vxn-blobs":
                 shutil.rmtree(os.path.join(self.work, name))
-            elif name == "rebuild-table.jsonl":
-                os.unlink(os.path.join(self.work, name))
             elif name == "logs":
                 shutil.rmtree(os.path.join(self.work, name))
         self._copy_checkout()
@@ -367,7 +365,8 @@ class Tier:
             # OE-core joins sets into values at parse time (oe.utils.set_intersect for
             # COMBINED_FEATURES), whose order follows Python's hash seed; a fixed seed keeps two
             # commands in one TOPDIR from disagreeing on such a value. (The full reparse seen on
-            # master after the first command has another cause: docs/integration.md, Figures.)
+            # master after the first command has another cause: docs/testing.md, "A second parse in a
+            # fresh TOPDIR".)
             "PYTHONHASHSEED": "0",
         }
 
@@ -473,7 +472,7 @@ class BuildDir:
     def favour(self, running, nice=-5):
         """Runs the BitBake servers of this TOPDIR at a higher priority than everything else on the
         machine until `running` ends: the background yocto-check-layer run is the critical path
-        of the suite (docs/integration.md, "Budget").
+        of the suite (docs/testing.md, "Where CI's time goes").
 
         The kernel's autogroup scheduling shares the CPU between sessions, and every BitBake
         server starts a session of its own (with its parse and signature-writing processes and
@@ -575,7 +574,7 @@ def check_dir(tier, series):
     inherited by its recipes alone), so what a full parse of OE-core adds is OE-core's own
     recipes, parsed in full beside meta-vxn on wrynose by the real stack's parse and by
     yocto-check-layer's test_parse (test_real_layers.py). Masked, a series costs seconds instead
-    of a minute of both cores (docs/integration.md, "Budget")."""
+    of a minute of both cores (docs/testing.md, "What was tried to cut it")."""
     scripts = standin_layer(tier, "meta-virt-standin", "recipes-containers", "vcontainer", "files")
     # The offline stand-ins as in the builds: with OE-core's recipes masked, `bitbake -e` of a
     # recipe still resolves its dependencies, pseudo among them.
@@ -584,7 +583,7 @@ def check_dir(tier, series):
     # A server that outlives each command by 30 s: then bitbake-getvar, `bitbake -e` and the
     # build after `bitbake -p` reuse its parse instead of parsing again, which BitBake 2.18 and
     # master do for the second command of a fresh TOPDIR when each command starts its own server
-    # (docs/integration.md, "Noticed in BitBake").
+    # (docs/testing.md, "A second parse in a fresh TOPDIR").
     bd.write_conf('DISTRO_FEATURES:append = " virtualization vcontainer vxn"\n'
                   'VXN_SCRIPTS_DIR = "%s"\n'
                   'BB_SERVER_TIMEOUT = "30"\n' % scripts)

@@ -2,7 +2,7 @@
 
 (Helpers for the real-layers part of the tier; a module of its own beside oetier.py.)
 
-Where they come from (docs/integration.md, "The real-layers tier"):
+Where they come from (docs/testing.md, "The real layers"):
   VXN_META_VIRT, VXN_META_OE, VXN_META_YOCTO=<checkout or snapshot tarball>  a user's own
       meta-virtualization, meta-openembedded and meta-yocto (VXN_META_YOCTO may be left out
       when the OE-core checkout is a poky one, which has meta-poky);
@@ -26,7 +26,7 @@ ENABLE_HINT = ("the real-layers tier needs meta-virtualization, meta-openembedde
                "beside OE-core: set VXN_META_VIRT, VXN_META_OE and VXN_META_YOCTO to checkouts or "
                "snapshot tarballs, or VXN_OE_SNAPSHOTS to a directory holding "
                "meta-virtualization-%s-*.tar.gz, meta-openembedded-%s-*.tar.gz and "
-               "meta-yocto-%s-*.tar.gz; see docs/integration.md" % ((SERIES,) * 4))
+               "meta-yocto-%s-*.tar.gz; see docs/testing.md" % ((SERIES,) * 4))
 
 # A Xen Dom0 build, with the vruntime multiconfig of this machine, in every TOPDIR of the real
 # layers but check-layer-real-<series>: xen-host.conf's features (virtualization, vcontainer,
@@ -108,8 +108,8 @@ def check_dir(tier, stack):
 def start_parse(tier, stack):
     """The whole stack parsed in check-real-<series>, in the background from the tier's start,
     beside the stand-in builds. Twice: in a fresh TOPDIR BitBake 2.18's first command can hash
-    its configuration differently from every later one (docs/integration.md, "Noticed in
-    BitBake": seen on OE-core alone, not on this stack, where the second took 11 s), and then
+    its configuration differently from every later one (docs/testing.md, "A second parse in
+    a fresh TOPDIR": seen on OE-core alone, not on this stack, where the second took 11 s), and then
     the second, not a test's command, pays the full parse. The first is the parse whose warnings
     the parse test reads."""
     return check_dir(tier, stack).start("-p", tool="bitbake -p && bitbake")
@@ -124,7 +124,7 @@ def start_parse(tier, stack):
 # changes vxn on purpose (test_real_layers.py shows how), and world in the vruntime multiconfig
 # fails in meta-openembedded ("Nothing PROVIDES 'gstreamer1.0' (but
 # mc:vruntime-x86-64:.../freerdp_2.11.8.bb ...)": its BBMASK cuts off what meta-oe's recipes
-# need). docs/integration.md, "The real-layers tier".
+# need). docs/testing.md, "yocto-check-layer beside the real layers".
 #
 # Its four world signature dumps cannot share one parse: test_parse's `bitbake -p` fills BitBake's
 # recipe cache without the signature data (`-S` asks for the RECIPE_SIGGEN_INFO feature, and a
@@ -151,7 +151,8 @@ def start_check_layer(tier, stack):
 def server_commands(path):
     """What each BitBake server of a TOPDIR did, from its bitbake-cookerdaemon.log: a
     (command, seconds parsing recipes, seconds in all) per server that built targets or parsed,
-    in order; the budget's account of a yocto-check-layer run (docs/integration.md, "Budget")."""
+    in order; the budget's account of a yocto-check-layer run (docs/testing.md, "Where CI's
+    time goes")."""
     def seconds(clock):
         h, m, s = clock.split(":")
         return int(h) * 3600 + int(m) * 60 + float(s)

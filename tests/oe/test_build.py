@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 import oetier
+import reallayers
 
 BASE_CONF = '''DISTRO_FEATURES:append = " virtualization vcontainer vxn"
 '''
@@ -387,14 +388,31 @@ def test_without_the_distro_features_meta_vxn_steps_aside(tier, bd):
 
 
 def test_the_dom0_package_holds_the_blobs_under_usr_share_vxn(tier, bd):
+    """vxn-dom0-blobs packages what vxn-initramfs-create deployed: one task of the build reads
+    the rootfs image (`bitbake -g`), and the package holds the deployed bytes."""
     bd.write_conf(BASE_CONF + MC_X86 + 'DISTRO_FEATURES:append = " xen"\n')
+    bd.bitbake("-g", RECIPE, "vxn-dom0-blobs")
+    edges = reallayers.parse_dot(bd.path("task-depends.dot"))
+    default = [t for t in edges if not t.startswith("mc:")]
+    readers = sorted(t for t in default if "mc:%s:vdkr-rootfs-image.do_image_complete" % MC in edges[t])
+    assert readers == ["vxn-initramfs-create.do_compile"], readers
+    assert "vxn-initramfs-create.do_deploy" in edges["vxn-dom0-blobs.do_compile"], sorted(edges["vxn-dom0-blobs.do_compile"])
+    assert not [t for t in edges if t.startswith("vxn-dom0-blobs.") and t.split(".")[1] in ("do_deploy", "do_populate_sysroot")]
+
     bd.bitbake("-c", "cleansstate", "vxn-dom0-blobs")
     r = bd.bitbake(RECIPE, "vxn-dom0-blobs")
     assert not r.warnings(), "\n".join(r.warnings())
     ran = r.ran("vxn-dom0-blobs")
-    for task in ("do_install", "do_package", "do_packagedata", "do_package_qa", "do_package_write_deb"):
+    for task in ("do_compile", "do_install", "do_package", "do_packagedata", "do_package_qa", "do_package_write_deb"):
         assert task in ran, task
     assert "do_deploy" not in ran, "vxn-initramfs-create deploys the blobs; the package recipe must not"
+    # Staged from the deploy, not compiled: ${B} holds links to the deployed files.
+    work = bd.path("tmp", "work", "qemux86_64-oe-linux", "vxn-dom0-blobs", "1.0")
+    with open(os.path.join(work, "temp", "run.do_compile"), encoding="utf-8") as f:
+        assert "vxn-blobs compile" not in f.read()
+    out = deployed(bd)
+    assert os.stat(os.path.join(work, "build", "rootfs.img")).st_ino == os.stat(os.path.join(out, "rootfs.img")).st_ino
+
     with open(bd.path("tmp", "pkgdata", "qemux86-64", "runtime", "vxn-dom0-blobs"), encoding="utf-8") as f:
         files = json.loads(re.search(r"^FILES_INFO:vxn-dom0-blobs: (.*)$", f.read(), re.M).group(1))
     prefix = "/usr/share/vxn/x86_64/"
@@ -404,10 +422,16 @@ def test_the_dom0_package_holds_the_blobs_under_usr_share_vxn(tier, bd):
     for name in files:
         line = [l for l in listing_.splitlines() if l.endswith("." + name)]
         assert line and line[0].startswith("-rw-r--r-- root/root"), (name, listing_)
-    # Built together with vxn-initramfs-create (no clash in the deploy dir), the same
-    # rootfs.img as its deploy: same inputs, same tool.
-    image = bd.path("tmp", "work", "qemux86_64-oe-linux", "vxn-dom0-blobs", "1.0", "image") + prefix
-    assert sha256(image + "rootfs.img") == sha256(os.path.join(deployed(bd), "rootfs.img"))
+    # The deployed bytes, and the deploy's SHA256SUMS lines for them.
+    unpacked = bd.path("dom0-deb")
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", deb, unpacked], check=True)
+    for name in ("bzImage", "initramfs.cpio.gz", "rootfs.img"):
+        assert sha256(unpacked + prefix + name) == sha256(os.path.join(out, name)), name
+    with open(os.path.join(out, "SHA256SUMS"), encoding="utf-8") as f:
+        expected = "".join(l for l in f if not l.rstrip("\n").endswith("  README"))
+    with open(unpacked + prefix + "SHA256SUMS", encoding="utf-8") as f:
+        assert f.read() == expected
 
 
 def test_aarch64_machine_gives_vxn_aarch64_with_image(tier, bd):

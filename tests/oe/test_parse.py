@@ -7,7 +7,7 @@ recipe but its own; the parse of all of OE-core beside meta-vxn is the real stac
 (test_real_layers.py, with the same checks, and yocto-check-layer's test_parse). The current
 series, wrynose, has no check-<series>: the build tests' masked parse on it asserts no warning
 at all. yocto-check-layer runs on the real layers too; its runs on OE-core alone, with the
-stand-in's scripts, were dropped as redundant (docs/integration.md, "The real-layers tier").
+stand-in's scripts, were dropped as redundant (docs/testing.md, "What was tried to cut it").
 """
 
 import os
