@@ -60,6 +60,9 @@ const MAX_ENTRY: u64 = HEADER as u64 + MAX_BLOCK_SIZE as u64;
 const EVICT_TO_PERCENT: u64 = 90;
 /// Temporary files older than this are a killed writer's and are removed by a scan.
 const STALE_TEMP_SECONDS: i64 = 3600;
+/// Entries a scan keeps in memory (48 bytes each, 96 MiB at most): a 5 GiB cache of a 300 MB
+/// rootfs's blocks (128 KiB, about 45 KiB compressed) holds about 120,000.
+const MAX_LISTED: usize = 2 << 20;
 const TAG_NAME: &str = "CACHEDIR.TAG";
 const TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by vxn-blobs (its block cache).\n\
@@ -506,27 +509,33 @@ fn temp_name() -> String {
 /// Removes stale temporary files and, when the entries take more than `max_size`, the least
 /// recently used ones until they take at most [`EVICT_TO_PERCENT`] of it. Returns the entries
 /// removed and the bytes left.
+///
+/// The listing is streamed and each entry kept as 48 bytes, at most [`MAX_LISTED`] of them, so a
+/// cache stuffed with files cannot make the scan allocate without bound; beyond that many the
+/// scan trims among those it listed.
 fn trim(root: &OwnedFd, max_size: u64) -> io::Result<(u64, u64)> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    // (mtime, size, fan-out directory, name)
-    let mut entries: Vec<(i64, u64, String, String)> = Vec::new();
+    // (mtime, size, key): the fan-out directory is the key's first byte.
+    let mut entries: Vec<(i64, u64, [u8; 32])> = Vec::new();
     let mut total = 0u64;
-    for sub in list(root)? {
-        if sub.len() != 2
-            || !sub
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            continue;
-        }
+    for first in 0..=255u8 {
+        let sub = hex(&[first]);
         let Ok(dir) = open_subdir(root, &sub) else {
             continue;
         };
-        for name in list(&dir)? {
-            let Ok(stat) = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            else {
+        for entry in rustix::fs::Dir::read_from(&dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            let key = parse_key(name).filter(|k| k[0] == first);
+            let temp = name.starts_with(TEMP_PREFIX);
+            if key.is_none() && !temp {
+                continue;
+            }
+            let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
                 continue;
             };
             if rustix::fs::FileType::from_raw_mode(stat.st_mode)
@@ -534,15 +543,16 @@ fn trim(root: &OwnedFd, max_size: u64) -> io::Result<(u64, u64)> {
             {
                 continue;
             }
-            let mtime = stat.st_mtime;
-            if name.starts_with(TEMP_PREFIX) {
-                if now - mtime > STALE_TEMP_SECONDS {
-                    let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty());
+            match key {
+                Some(key) if entries.len() < MAX_LISTED => {
+                    total += stat.st_size as u64;
+                    entries.push((stat.st_mtime, stat.st_size as u64, key));
                 }
-            } else if is_entry_name(&name, &sub) {
-                let size = stat.st_size as u64;
-                total += size;
-                entries.push((mtime, size, sub.clone(), name));
+                Some(_) => total += stat.st_size as u64,
+                None if now - stat.st_mtime > STALE_TEMP_SECONDS => {
+                    let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
+                }
+                None => {}
             }
         }
     }
@@ -552,11 +562,12 @@ fn trim(root: &OwnedFd, max_size: u64) -> io::Result<(u64, u64)> {
     let target = max_size / 100 * EVICT_TO_PERCENT;
     entries.sort_unstable();
     let mut evicted = 0;
-    for (_, size, sub, name) in entries {
+    for (_, size, key) in entries {
         if total <= target {
             break;
         }
-        let Ok(dir) = open_subdir(root, &sub) else {
+        let name = hex(&key);
+        let Ok(dir) = open_subdir(root, &name[..2]) else {
             continue;
         };
         match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
@@ -571,26 +582,21 @@ fn trim(root: &OwnedFd, max_size: u64) -> io::Result<(u64, u64)> {
     Ok((evicted, total))
 }
 
-fn is_entry_name(name: &str, sub: &str) -> bool {
-    name.len() == 64
-        && name.starts_with(sub)
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-/// The names in a directory (without `.` and `..`), read through its descriptor.
-fn list(dir: &OwnedFd) -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(dir)? {
-        let entry = entry?;
-        if let Ok(name) = entry.file_name().to_str() {
-            if name != "." && name != ".." {
-                names.push(name.to_string());
-            }
-        }
+/// The key an entry's file name spells: 64 lowercase hex digits.
+fn parse_key(name: &str) -> Option<[u8; 32]> {
+    if name.len() != 64 {
+        return None;
     }
-    Ok(names)
+    let mut key = [0u8; 32];
+    for (i, pair) in name.as_bytes().chunks_exact(2).enumerate() {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        key[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(key)
 }
 
 #[cfg(test)]
