@@ -104,7 +104,7 @@ pub(crate) const NO_BASH: Case = Case {
     ..XZ
 };
 
-pub(crate) const CRLF: Case = Case {
+const CRLF: Case = Case {
     name: "CRLF #! line",
     init:
         "#!/bin/sh\r\n. /vcontainer-init-common.sh\r\necho \"vxn-init: $(vcontainer_marker)\"\r\n",
@@ -112,7 +112,7 @@ pub(crate) const CRLF: Case = Case {
     ..NO_BASH
 };
 
-pub(crate) const NO_COMMON: Case = Case {
+const NO_COMMON: Case = Case {
     name: "sourced file missing",
     common: false,
     findings: &["source-missing"],
