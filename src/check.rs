@@ -1,13 +1,14 @@
 //! `check`: what would stop a DomU from booting a `vxn/<arch>` directory, found before the boot.
 //!
 //! The Xen backend and the preinit only test that the files exist, so a rootfs.img whose init is
-//! not executable, has a CRLF `#!` line, names an interpreter the image lacks or sources a file
-//! that is not there deploys fine and fails at boot, far from the build that caused it. This
-//! module reads the set the way the boot will: the kernel's header for the directory's
-//! architecture, the initramfs as the kernel unpacks it, rootfs.img with the engine's checks,
-//! and inside it the init script, its `#!` interpreter chain and the files it sources, with
-//! symlinks resolved inside the image (where they point after `switch_root`). It runs nothing:
-//! docs/check.md says what that leaves out.
+//! not executable, has a CRLF `#!` line, names an interpreter the image lacks, sources a file
+//! that is not there or uses an expansion its shell rejects deploys fine and fails at boot, far
+//! from the build that caused it. This module reads the set the way the boot will: the kernel's
+//! header for the directory's architecture, the initramfs as the kernel unpacks it, rootfs.img
+//! with the engine's checks, and inside it the init script, its `#!` interpreter chain and the
+//! files it sources, with symlinks resolved inside the image (where they point after
+//! `switch_root`), and what [`crate::shell`] finds the init's shell cannot run in those scripts.
+//! It runs nothing: docs/check.md says what that leaves out.
 //!
 //! Every problem becomes a [`Finding`] naming the file and what to do; only a directory that
 //! cannot be read at all is an [`Error`]. [`check_dir`] is the one call for a directory; a writer
@@ -25,6 +26,7 @@ use crate::blob_set::{parse_sums_line, BlobSet, Unusable, INITRAMFS, ROOTFS, SUM
 use crate::initramfs;
 use crate::kernel::{self, KernelArch, SUPPORTED_TARGET_ARCHES};
 use crate::safe_fs::sha256_reader;
+use crate::shell::{self, Shell};
 use crate::squashfs::{Kind, View};
 
 /// The init the Xen backend names on the kernel command line (`vcontainer.init=`).
@@ -95,6 +97,9 @@ pub enum Code {
     InterpreterFormat,
     /// A file sourced by absolute path is not in rootfs.img.
     SourceMissing,
+    /// The init or a file it sources uses an expansion its `#!` shell rejects (bash's
+    /// `${var/pattern/string}` under dash).
+    ShellUnsupported,
 }
 
 /// One problem: which file, which path inside it, and a sentence saying what to do.
@@ -438,6 +443,7 @@ impl Checker<'_> {
                 view: &view,
                 rootfs: shown.clone(),
                 summary: Vec::new(),
+                shell: None,
             };
             script.init(init);
             summaries.push(format!("{init} {}", script.summary.join(", ")));
@@ -460,6 +466,9 @@ struct Script<'c, 'a, 'v> {
     rootfs: PathBuf,
     /// What passed, for the report ("runs /bin/sh", "sources /x").
     summary: Vec<String>,
+    /// The init's `#!` shell, when it is one that lacks bash's expansions, and how messages name
+    /// it ("/bin/sh (/bin/dash)").
+    shell: Option<(Shell, String)>,
 }
 
 impl Script<'_, '_, '_> {
@@ -514,6 +523,7 @@ impl Script<'_, '_, '_> {
             }
         };
         self.executable(init, &entry.path, &text);
+        self.constructs(init, init, &text);
         let mut visited = vec![entry.path.clone()];
         self.sources(init, &text, 0, &mut visited);
     }
@@ -585,6 +595,7 @@ impl Script<'_, '_, '_> {
             };
             if chain.len() == 1 {
                 self.summary.push(format!("runs {next}"));
+                self.shell = Shell::from_path(&entry.path).map(|shell| (shell, next.clone()));
             }
             head = match self.view.read(&entry, BINPRM_BUF_SIZE) {
                 Ok(head) => head,
@@ -632,7 +643,11 @@ impl Script<'_, '_, '_> {
                         continue;
                     }
                     match self.view.read(&entry, MAX_SCRIPT_BYTES) {
-                        Ok(inner) => self.sources(&path, &inner, depth + 1, visited),
+                        Ok(inner) => {
+                            let sourced = format!("{path}, which {who} sources,");
+                            self.constructs(&path, &sourced, &inner);
+                            self.sources(&path, &inner, depth + 1, visited)
+                        }
                         Err(e) => self.checker.find(
                             ROOTFS,
                             Some(&path),
@@ -657,6 +672,46 @@ impl Script<'_, '_, '_> {
                 }
             }
         }
+    }
+}
+
+impl Script<'_, '_, '_> {
+    /// What the init's shell cannot run in `text`, the init or a file it sources (at `path`,
+    /// named `who` in the message), grouped by construct.
+    fn constructs(&mut self, path: &str, who: &str, text: &[u8]) {
+        let Some((shell, named)) = self.shell.clone() else {
+            return;
+        };
+        let found = shell::unsupported(text, shell);
+        if found.is_empty() {
+            return;
+        }
+        let mut groups: Vec<(&str, &str, Vec<usize>)> = Vec::new();
+        for u in &found {
+            match groups.iter_mut().find(|(text, _, _)| *text == u.text) {
+                Some((_, _, lines)) => lines.push(u.line),
+                None => groups.push((&u.text, u.kind, vec![u.line])),
+            }
+        }
+        const SHOWN: usize = 4;
+        let mut uses: Vec<String> = groups
+            .iter()
+            .take(SHOWN)
+            .map(|(text, kind, lines)| {
+                let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
+                let s = if lines.len() == 1 { "" } else { "s" };
+                format!("{text} ({kind}) at line{s} {}", lines.join(", "))
+            })
+            .collect();
+        if groups.len() > SHOWN {
+            uses.push(format!("{} more", groups.len() - SHOWN));
+        }
+        let name = shell.name();
+        let what = format!(
+            "{who} runs under {named}, which is {name}, and uses {}; {name} has no such expansion: it stops with \"Bad substitution\" there, ending the script (or the $(...) around it, which then yields nothing), so what follows does not run as written; make /bin/sh busybox or bash in the rootfs image, or use POSIX expansions in the script",
+            uses.join(", ")
+        );
+        self.find(path, Code::ShellUnsupported, what);
     }
 }
 

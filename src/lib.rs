@@ -18,12 +18,13 @@
 //! | [`deploy`] | `deploy` and `install`: a completed compile installed atomically, boot-checked first | check, spec, blob_set, identity, safe_fs, error |
 //! | [`compile`] | `compile`: the seed's do_compile, with a digest that lets an unchanged rerun reuse its outputs | spec, blob_set, squashfs, initramfs, kernel, identity, safe_fs, error |
 //! | `error` | [`Error`], what a command can fail with | check, spec, blob_set, squashfs, initramfs, kernel, safe_fs |
-//! | [`check`] | `check`: what would stop a DomU from booting a `vxn/<arch>` set | blob_set, squashfs, initramfs, kernel, safe_fs |
+//! | [`check`] | `check`: what would stop a DomU from booting a `vxn/<arch>` set | blob_set, squashfs, initramfs, kernel, shell, safe_fs |
 //! | [`spec`] | the JSON spec, raw then resolved | blob_set, squashfs, kernel |
 //! | [`blob_set`] | the set's file names, SHA256SUMS, and the record compile leaves for deploy | safe_fs |
 //! | [`squashfs`] | the engine: injects files into a squashfs image, keeping everything else; knows nothing of BitBake | identity, safe_fs |
 //! | [`initramfs`] | gzip + newc cpio checks | - |
 //! | [`kernel`] | kernel header magic checks | - |
+//! | [`shell`] | which shell runs a script, and what in the script that shell cannot run | - |
 //! | `identity` | which build of the tool is running ([`tool_identity`]) | safe_fs |
 //! | `safe_fs` | lock, staged temporary files, commit with fsync, no-follow opens, sha256 | - |
 //!
@@ -42,6 +43,7 @@ mod identity;
 pub mod initramfs;
 pub mod kernel;
 mod safe_fs;
+pub mod shell;
 pub mod spec;
 pub mod squashfs;
 

@@ -5,10 +5,13 @@
 
 # The modules unpacked from the kernel package (not its 400 MB of all modules), for both tiers:
 # virtio for plain QEMU; the Xen frontends and 9p transport of meta-virtualization's vxn.cfg;
-# the Dom0's backends; squashfs and overlay for the preinit.
+# the Dom0's backends, its bridge and the network backend; squashfs and overlay for the preinit;
+# ext4 and what it needs (crc32c: mke2fs turns metadata checksums on) for the input disk that
+# meta-virtualization's vrunner.sh makes.
 KIT_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio
     virtio_blk squashfs overlay xen-blkfront xen-netfront 9pnet 9pnet_xen xen-evtchn xen-gntdev
-    xen-gntalloc xen-privcmd xenfs xen-blkback loop"
+    xen-gntalloc xen-privcmd xenfs xen-blkback loop xen-netback llc stp bridge crc16 mbcache jbd2
+    crc32c_generic ext4"
 
 # kit_arch ARCH CACHE: sets debarch, cache (absolute) and apt_opts, the apt options for the
 # target's architecture: the host's own, or a private state under CACHE for a foreign one (no

@@ -104,7 +104,7 @@ pub(crate) const NO_BASH: Case = Case {
     ..XZ
 };
 
-pub(crate) const CRLF: Case = Case {
+const CRLF: Case = Case {
     name: "CRLF #! line",
     init:
         "#!/bin/sh\r\n. /vcontainer-init-common.sh\r\necho \"vxn-init: $(vcontainer_marker)\"\r\n",
@@ -112,7 +112,7 @@ pub(crate) const CRLF: Case = Case {
     ..NO_BASH
 };
 
-pub(crate) const NO_COMMON: Case = Case {
+const NO_COMMON: Case = Case {
     name: "sourced file missing",
     common: false,
     findings: &["source-missing"],
@@ -308,34 +308,65 @@ pub(crate) fn check_codes(dir: &TestDir, blobs: &Path) -> Vec<String> {
     codes
 }
 
+/// What a set is made of besides the kit's kernel and initramfs.
+pub(crate) struct Inputs<'a> {
+    /// The kit's file the rootfs is made from.
+    pub(crate) rootfs: &'a str,
+    /// The script injected as /vxn-init.sh, and its mode.
+    pub(crate) init: &'a [u8],
+    pub(crate) mode: &'a str,
+    /// What is injected as /vcontainer-init-common.sh, if anything.
+    pub(crate) common: Option<&'a [u8]>,
+    pub(crate) compression: &'a str,
+}
+
 /// Compiles and deploys `case` with the kit's kernel, initramfs and rootfs in `dir`, and checks
 /// the deployed set: deploy warns and check finds exactly the case's findings. Returns the
 /// fixture (the set is in `fixture.deployed()`).
 pub(crate) fn deploy_case(arch: Arch, case: &Case, kit: &Kit, dir: &TestDir) -> Fixture {
+    let inputs = Inputs {
+        rootfs: "rootfs.squashfs",
+        init: case.init.as_bytes(),
+        mode: case.mode,
+        common: case.common.then_some(COMMON_INIT.as_bytes()),
+        compression: case.compression,
+    };
+    deploy_inputs(arch, &inputs, case.findings, kit, dir)
+}
+
+/// Compiles and deploys a set of `inputs` with the kit in `dir` and checks it: deploy warns and
+/// check finds exactly `findings`.
+pub(crate) fn deploy_inputs(
+    arch: Arch,
+    inputs: &Inputs,
+    findings: &[&str],
+    kit: &Kit,
+    dir: &TestDir,
+) -> Fixture {
     let mut fx = Fixture::new(dir.path(), arch);
     for (key, name) in [
         ("kernel", "kernel"),
         ("initramfs", "initramfs.cpio.gz"),
-        ("rootfs", "rootfs.squashfs"),
+        ("rootfs", inputs.rootfs),
     ] {
         fs::copy(kit.file(name), fx.input(key)).unwrap();
     }
-    fs::write(fx.inject_source(0), case.init).unwrap();
-    fs::write(fx.inject_source(1), COMMON_INIT).unwrap();
-    fx.spec["inject"][0]["mode"] = json!(case.mode);
-    if !case.common {
-        fx.spec["inject"].as_array_mut().unwrap().truncate(1);
+    fs::write(fx.inject_source(0), inputs.init).unwrap();
+    fx.spec["inject"][0]["mode"] = json!(inputs.mode);
+    match inputs.common {
+        Some(common) => fs::write(fx.inject_source(1), common).unwrap(),
+        None => fx.spec["inject"].as_array_mut().unwrap().truncate(1),
     }
-    fx.spec["compression"] = json!(case.compression);
+    fx.spec["compression"] = json!(inputs.compression);
     fx.set("kernel_required", json!(true));
     fx.compile(dir);
     let deployed = fx.deploy(dir);
     assert_eq!(
         deployed.stderr.contains("vxn-blobs: warning: check: "),
-        !case.findings.is_empty(),
+        !findings.is_empty(),
         "deploy's check: {deployed:#?}"
     );
-    assert_eq!(check_codes(dir, &fx.deployed()), case.findings);
+    assert_eq!(check_codes(dir, &fx.deployed()), findings);
     fx
 }
 

@@ -236,6 +236,10 @@ fn the_init_script_findings() {
             &["/vcontainer-init-common.sh sources /etc/vxn.conf, which is not in the image"]),
         ("source is a directory", &|r| r.file("/vxn-init.sh", b"#!/bin/sh\nsource /etc\n", 0o755), "source-missing",
             &["/vxn-init.sh sources /etc, which is a directory in the image"]),
+        ("dash and ${var/pattern/string}", &|r| { dash(r); r.file("/vxn-init.sh", BASHISM, 0o755) }, "shell-unsupported",
+            &["/vxn-init.sh runs under /bin/sh (/usr/bin/dash), which is dash, and uses ${digest/://} (pattern substitution) at lines 3, 4, ${x:1} (substring expansion) at line 4; dash has no such expansion", "\"Bad substitution\"", "make /bin/sh busybox or bash"]),
+        ("dash and a sourced ${!name}", &|r| { dash(r); r.file("/vcontainer-init-common.sh", b"v=${!name}\n", 0o755) }, "shell-unsupported",
+            &["/vcontainer-init-common.sh, which /vxn-init.sh sources, runs under /bin/sh (/usr/bin/dash), which is dash, and uses ${!name} (indirect expansion) at line 1"]),
     ];
     for (case, breaks, code, words) in cases {
         eprintln!("case: {case}");
@@ -243,6 +247,44 @@ fn the_init_script_findings() {
         breaks(&rootfs);
         Blobs::new(&dir, &rootfs).refuses(code, "rootfs.img", words);
     }
+}
+
+/// An init that takes a digest apart as meta-virtualization's vxn-init.sh does.
+const BASHISM: &[u8] = b"#!/bin/sh\n. /vcontainer-init-common.sh\nblob=\"$dir/${digest/://}\"\n\
+    [ -f \"$dir/${digest/://}\" ] || echo ${x:1}\n";
+
+/// Makes /bin/sh dash, as Debian-based images have it.
+fn dash(rootfs: &Rootfs) {
+    fs::create_dir_all(rootfs.host("/usr/bin")).unwrap();
+    rootfs.file("/usr/bin/dash", b"\x7fELF stand-in", 0o755);
+    rootfs.link("/bin/sh", "/usr/bin/dash");
+}
+
+#[test]
+fn only_a_shell_that_lacks_an_expansion_makes_it_a_finding() {
+    let Some((dir, rootfs)) = ready("only_a_shell_that_lacks_an_expansion_makes_it_a_finding")
+    else {
+        return;
+    };
+    // busybox (the image's /bin/sh here) and bash run ${var/pattern/string}.
+    rootfs.file("/vxn-init.sh", BASHISM, 0o755);
+    Blobs::new(&dir, &rootfs).passes(&[]);
+    rootfs.file("/bin/bash", b"\x7fELF stand-in", 0o755);
+    rootfs.link("/bin/sh", "bash");
+    Blobs::new(&dir, &rootfs).passes(&[]);
+    // dash runs POSIX expansions, quoted text and here-documents with quoted delimiters.
+    dash(&rootfs);
+    rootfs.file(
+        "/vxn-init.sh",
+        b"#!/bin/sh\n. /vcontainer-init-common.sh\nblob=\"$dir/${digest%%:*}/${digest#*:}\" # ${not/this}\n\
+        echo '${nor/this}' ${x:-default} ${#x}\n: <<'OFF'\n${x/a/b}\nOFF\n",
+        0o755,
+    );
+    let summary = Blobs::new(&dir, &rootfs).passes(&[]);
+    assert!(
+        summary.contains("/vxn-init.sh runs /bin/sh (/usr/bin/dash)"),
+        "{summary}"
+    );
 }
 
 #[test]

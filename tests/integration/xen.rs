@@ -25,6 +25,19 @@
 //! The test asserts those lines on what the Dom0 printed, so a change upstream fails here
 //! rather than passing unnoticed.
 //!
+//! Then the whole client: sets made with meta-virtualization's own vxn-init.sh and
+//! vcontainer-init-common.sh (one installed at /usr/share/vxn/<arch> as the Dom0 package does,
+//! others deployed) serve as a user's vxn host serves them. The Dom0 has the snapshot's vxn,
+//! vrunner.sh and vrunner-backend-xen.sh, unchanged, where vxn_1.0.bb installs them, real skopeo
+//! and a real registry (Debian's) into which it pushed the kit's image, and a xenbr0 bridge for
+//! the default networking. Each [`Run`] is a command a user types there (`vxn run --rm
+//! 127.0.0.1:5000/vxn-e2e/busybox ...`, or vrunner.sh with an OCI directory as input); the test
+//! asserts its stdout, stderr and exit status as the caller gets them and the console of the
+//! DomU it booted. meta-virtualization's memres (daemon) mode would run several commands in one
+//! DomU, but its backend gives every daemon DomU a `p9` device of `type=xen_9pfsd`, which Xen
+//! 4.17's xl refuses ("Unknown string `type' in 9pfs spec"; xen-9pfsd came with Xen 4.19), so
+//! each run boots a DomU of its own.
+//!
 //! On the DomU's console (xenconsoled --log=guest, printed by the Dom0 between per-set markers)
 //! a good set shows meta-virtualization's preinit switching into /vxn-init.sh and that script
 //! running as PID 1 on the overlay, on Xen (/sys/hypervisor/type), with what it sourced from
@@ -40,12 +53,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::boot::{
-    check_codes, deploy_case, kit_tools, run_qemu, Case, Kit, BOOTED, CRLF, INIT_0644, NO_BASH,
-    NO_COMMON, XZ,
+    check_codes, deploy_case, deploy_inputs, kit_tools, run_qemu, Case, Inputs, Kit, BOOTED,
+    INIT_0644, NO_BASH, XZ,
 };
 use crate::deploy::install;
 use crate::fixtures::{can_run, run_ok};
-use crate::util::{ci, sha256, Arch, TestDir};
+use crate::util::{ci, sha256, Arch, Fixture, TestDir};
 
 /// How long a DomU may run inside the Dom0 before it is destroyed; one took up to 190 s here on
 /// the 2 cores shared at load 23. A hang detector, not a speed target.
@@ -72,17 +85,11 @@ struct Set {
     from: From,
 }
 
-const X86_64_SETS: [Set; 6] = [
-    Set {
-        name: "deploy-xz",
-        case: &XZ,
-        from: From::Deploy,
-    },
-    Set {
-        name: "install-xz",
-        case: &XZ,
-        from: From::Install,
-    },
+/// x86_64: two of the boot tier's broken cases. A good set, deployed or installed, and a missing
+/// sourced file are the [`Run`]s' (with upstream's init scripts); an x86_64 PV DomU costs two to
+/// three aarch64 ones under TCG, so the rest is aarch64's. (CRLF fails as `#!/bin/bash` does,
+/// with switch_root's ENOENT: the boot tier has it.)
+const X86_64_SETS: [Set; 2] = [
     Set {
         name: "init-0644",
         case: &INIT_0644,
@@ -93,19 +100,9 @@ const X86_64_SETS: [Set; 6] = [
         case: &NO_BASH,
         from: From::Deploy,
     },
-    Set {
-        name: "crlf",
-        case: &CRLF,
-        from: From::Deploy,
-    },
-    Set {
-        name: "no-common",
-        case: &NO_COMMON,
-        from: From::Deploy,
-    },
 ];
 
-/// aarch64, as the boot tier: a good set and one check refuses.
+/// aarch64: a good set and one check refuses.
 const AARCH64_SETS: [Set; 2] = [
     Set {
         name: "deploy-xz",
@@ -118,6 +115,131 @@ const AARCH64_SETS: [Set; 2] = [
         from: From::Deploy,
     },
 ];
+
+/// A blob set made with meta-virtualization's own init scripts, for the vxn client to run.
+struct VxnSet {
+    /// Deployed sets are at /sets/<name>/vxn in the Dom0; the installed one at /usr/share/vxn.
+    name: &'static str,
+    /// The kit's rootfs it is made from.
+    rootfs: &'static str,
+    /// Whether vcontainer-init-common.sh is injected beside vxn-init.sh.
+    common: bool,
+    from: From,
+    /// The finding codes check must give.
+    findings: &'static [&'static str],
+}
+
+/// What a Dom0 package installs: the vxn CLI finds it in /usr/share/vxn.
+const VXN: VxnSet = VxnSet {
+    name: "vxn",
+    rootfs: "rootfs.squashfs",
+    common: true,
+    from: From::Install,
+    findings: &[],
+};
+
+/// vxn-init.sh without the file it sources.
+const VXN_NO_COMMON: VxnSet = VxnSet {
+    name: "vxn-no-common",
+    common: false,
+    from: From::Deploy,
+    findings: &["source-missing"],
+    ..VXN
+};
+
+/// Debian's dash as /bin/sh, which rejects vxn-init.sh's `${digest/://}`.
+const VXN_DASH: VxnSet = VxnSet {
+    name: "vxn-dash",
+    rootfs: "rootfs-dash.squashfs",
+    from: From::Deploy,
+    findings: &["shell-unsupported"],
+    ..VXN
+};
+
+/// How long one run may take inside the Dom0 before it is killed: vrunner.sh gives its DomU 300
+/// s, and the pull and the input disk come before. A hang detector, not a speed target.
+const RUN_TIMEOUT_S: u64 = 600;
+
+/// A command a user of the vxn host types in the Dom0, and what the caller must get.
+struct Run {
+    name: &'static str,
+    /// What bash runs in /root; `{arch}` stands for the architecture.
+    command: &'static str,
+    /// The set it boots.
+    set: &'static VxnSet,
+    exit: i32,
+    /// Lines that must be on the caller's stdout and stderr (without CRs and colour codes).
+    stdout: &'static [&'static str],
+    stderr: &'static [&'static str],
+    /// Lines that must be on the console of the DomU it booted.
+    guest: &'static [&'static str],
+}
+
+/// What vxn-init.sh prints when `vxn run`'s default networking gave the DomU a vif on xenbr0.
+const ON_XENBR0: &str = "Found network interface: eth0";
+
+/// Output and exit status come back to the caller of `vxn run`, from the container's rootfs
+/// (its WorkingDir, /srv/app, exists in the image only).
+const RUN_OUTPUT_EXIT: Run = Run {
+    name: "output-exit",
+    command: "vxn run --rm 127.0.0.1:5000/vxn-e2e/busybox sh -c 'echo hello from $(pwd); exit 3'",
+    set: &VXN,
+    exit: 3,
+    stdout: &["hello from /srv/app"],
+    stderr: &[],
+    guest: &[ON_XENBR0, "===EXIT_CODE=3==="],
+};
+
+/// With no command the image's Cmd runs (vrunner-backend-xen.sh reads it with jq).
+const RUN_IMAGE_CMD: Run = Run {
+    name: "image-cmd",
+    command: "vxn run --rm 127.0.0.1:5000/vxn-e2e/busybox",
+    exit: 0,
+    stdout: &["vxn-e2e: the Cmd of the image ran"],
+    guest: &[ON_XENBR0],
+    ..RUN_OUTPUT_EXIT
+};
+
+/// A set check refuses (source-missing) fails at the caller with vrunner.sh's error.
+const RUN_NO_COMMON: Run = Run {
+    name: "no-common",
+    command: "VXN_BLOB_DIR=/sets/vxn-no-common/vxn vxn run --rm 127.0.0.1:5000/vxn-e2e/busybox \
+              echo hello",
+    set: &VXN_NO_COMMON,
+    exit: 1,
+    stdout: &[],
+    stderr: &["[vxn] Command execution failed or timed out"],
+    guest: &["/vxn-init.sh: .: line 39: can't open '/vcontainer-init-common.sh': No such file or directory"],
+};
+
+/// vrunner.sh with an OCI directory as its input (no registry), on a set with dash as /bin/sh
+/// (check: shell-unsupported): vxn-init.sh's oci_find_config_blob stops at `${digest/://}`
+/// inside a `$(...)`, and the command runs without the image's config, in / instead of its
+/// WorkingDir (on a good set `output-exit`'s same command prints /srv/app).
+const RUN_DASH: Run = Run {
+    name: "dash",
+    command: "VCONTAINER_HYPERVISOR=xen VCONTAINER_RUNTIME_NAME=vxn /usr/lib/vxn/vrunner.sh \
+              --runtime docker --arch {arch} --blob-dir /sets/vxn-dash/vxn \
+              --input /xen-tier/oci-image --input-type oci -- 'echo hello from $(pwd)'",
+    set: &VXN_DASH,
+    exit: 0,
+    stdout: &["hello from /"],
+    stderr: &[],
+    guest: &[
+        "/vxn-init.sh: 189: Bad substitution",
+        "No OCI config found (using command from kernel cmdline)",
+        "===EXIT_CODE=0===",
+    ],
+};
+
+/// x86_64: the command's output and exit status, through `vxn run` with its default networking.
+const X86_64_RUNS: [&Run; 1] = [&RUN_OUTPUT_EXIT];
+
+/// aarch64: the image's Cmd through `vxn run`, and the broken sets. Each run is a DomU of its
+/// own and costs tens of seconds even alone, so each case runs on one architecture: what a run
+/// hands back and what a broken set does to it do not depend on it, and both architectures run
+/// `vxn run` end to end.
+const AARCH64_RUNS: [&Run; 3] = [&RUN_IMAGE_CMD, &RUN_NO_COMMON, &RUN_DASH];
 
 /// meta-virtualization: `VXN_META_VIRT` (a checkout), else the snapshot in `VXN_OE_SNAPSHOTS`
 /// (.ci/run points it at ../shared/oe). Without either the tier skips, saying how to enable it;
@@ -208,21 +330,64 @@ fn qemu(arch: Arch, kit: &Kit, initrd: &Path) -> Command {
 /// The lines of the serial console that the Dom0 printed for set `name`, by kind ("cfg", "xl",
 /// "guest", "end"), without their prefix.
 fn set_lines<'a>(serial: &'a str, name: &str, kind: &str) -> Vec<&'a str> {
-    let prefix = format!("xen-tier: set {name} {kind}: ");
+    lines_of(serial, &format!("xen-tier: set {name} {kind}: "))
+}
+
+/// The lines of run `name`, by kind ("stdout", "stderr", "end", "guest" for the console of
+/// any DomU that printed during the run), without their prefix, CRs and colour codes.
+fn run_lines(serial: &str, name: &str, kind: &str) -> Vec<String> {
+    let prefix = format!("xen-tier: run {name} {kind}");
     serial
         .lines()
         .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|l| match kind {
+            // "guest vxn-<pid>: LINE"
+            "guest" => l
+                .strip_prefix(' ')
+                .and_then(|l| l.split_once(": "))
+                .map(|(_, l)| l),
+            _ => l.strip_prefix(": "),
+        })
+        .map(|l| {
+            let mut plain = String::new();
+            let mut chars = l.chars();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    // An SGR sequence, ESC [ ... m, as vrunner.sh's log() colours its lines.
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(c);
+                }
+            }
+            plain
+        })
         .collect()
 }
 
-/// The end of the Dom0's log (everything but the DomUs' consoles) and of set `name`'s DomU
-/// console, for a failure message.
-fn tails(serial: &str, name: &str) -> String {
-    let dom0: Vec<&str> = serial
+fn lines_of<'a>(serial: &'a str, prefix: &str) -> Vec<&'a str> {
+    serial
         .lines()
-        .filter(|l| !(l.starts_with("xen-tier: set ") && l.contains(" guest: ")))
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect()
+}
+
+/// The end of the Dom0's log (everything but the DomUs' consoles) and of set or run `name`'s
+/// DomU console, for a failure message.
+fn tails(serial: &str, name: &str) -> String {
+    let is_guest = |l: &str| {
+        (l.starts_with("xen-tier: set ") && l.contains(" guest: "))
+            || (l.starts_with("xen-tier: run ") && l.contains(" guest vxn-"))
+    };
+    let dom0: Vec<&str> = serial.lines().filter(|l| !is_guest(l)).collect();
+    let mut guest: Vec<String> = set_lines(serial, name, "guest")
+        .into_iter()
+        .map(str::to_string)
         .collect();
-    let guest = set_lines(serial, name, "guest");
+    guest.extend(run_lines(serial, name, "guest"));
     format!(
         "--- Dom0 and Xen (last 60 lines of the serial console, DomU consoles left out) ---\n{}\n\
          --- DomU vxn-{name} (last 40 lines of its console) ---\n{}",
@@ -264,8 +429,59 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Makes the kit and every set, boots them under Xen in one QEMU run and asserts per set.
-fn xen_tier(arch: Arch, sets: &[Set]) {
+/// Puts the set of `fx` where the Dom0 finds it, deployed (as /sets/<name>/vxn) or installed
+/// (as /usr/share/vxn, checked there too: `findings`) under `root`. Returns its BLOB_DIR.
+fn place(
+    arch: Arch,
+    fx: &Fixture,
+    name: &str,
+    from: From,
+    findings: &[&str],
+    dir: &TestDir,
+    root: &Path,
+) -> String {
+    match from {
+        From::Deploy => {
+            let blob_dir = format!("/sets/{name}/vxn");
+            copy_dir(
+                &fx.deployed(),
+                &root.join(&blob_dir[1..]).join(arch.target_arch()),
+            );
+            blob_dir
+        }
+        From::Install => {
+            // As the Dom0 package's do_install does; the vxn CLI looks in /usr/share/vxn.
+            let destdir = dir.path().join("destdir");
+            install(dir, fx, &destdir).ok();
+            let installed = destdir.join("usr/share/vxn").join(arch.target_arch());
+            assert_eq!(check_codes(dir, &installed), findings);
+            copy_dir(
+                &installed,
+                &root.join("usr/share/vxn").join(arch.target_arch()),
+            );
+            "/usr/share/vxn".to_string()
+        }
+    }
+}
+
+/// Makes the kit, every set and the runs' sets, boots them under Xen in one QEMU run and asserts
+/// per set and per run. `VXN_XEN_ONLY` (names of sets and runs, comma-separated) keeps only
+/// those, to rerun one case.
+fn xen_tier(arch: Arch, sets: &[Set], runs: &[&Run]) {
+    let only: Option<Vec<String>> = std::env::var("VXN_XEN_ONLY")
+        .ok()
+        .map(|names| names.split(',').map(|n| n.trim().to_string()).collect());
+    let kept = |name: &str| only.as_ref().map_or(true, |o| o.iter().any(|n| n == name));
+    let sets: Vec<&Set> = sets.iter().filter(|s| kept(s.name)).collect();
+    let runs: Vec<&Run> = runs.iter().copied().filter(|r| kept(r.name)).collect();
+    if let Some(only) = &only {
+        eprintln!(
+            "VXN_XEN_ONLY={}: sets {:?}, runs {:?}",
+            only.join(","),
+            sets.iter().map(|s| s.name).collect::<Vec<_>>(),
+            runs.iter().map(|r| r.name).collect::<Vec<_>>()
+        );
+    }
     let test = format!("xen {}", arch.target_arch());
     let qemu_binary = format!("qemu-system-{}", arch.target_arch());
     let mut tools = kit_tools(&qemu_binary);
@@ -286,36 +502,50 @@ fn xen_tier(arch: Arch, sets: &[Set]) {
     let root = work.path().join("dom0");
     let mut list = String::new();
     let mut dirs = Vec::new();
-    for set in sets {
+    for set in &sets {
         let dir = TestDir::new();
         let fx = deploy_case(arch, set.case, &kit, &dir);
-        let blob_dir = match set.from {
-            From::Deploy => {
-                let blob_dir = format!("/sets/{}/vxn", set.name);
-                copy_dir(
-                    &fx.deployed(),
-                    &root.join(&blob_dir[1..]).join(arch.target_arch()),
-                );
-                blob_dir
-            }
-            From::Install => {
-                // As the Dom0 package's do_install does; the vxn CLI looks in /usr/share/vxn.
-                let destdir = dir.path().join("destdir");
-                install(&dir, &fx, &destdir).ok();
-                let installed = destdir.join("usr/share/vxn").join(arch.target_arch());
-                assert_eq!(check_codes(&dir, &installed), set.case.findings);
-                copy_dir(
-                    &installed,
-                    &root.join("usr/share/vxn").join(arch.target_arch()),
-                );
-                "/usr/share/vxn".to_string()
-            }
-        };
+        let blob_dir = place(
+            arch,
+            &fx,
+            set.name,
+            set.from,
+            set.case.findings,
+            &dir,
+            &root,
+        );
         list.push_str(&format!("{} {blob_dir} {DOMU_TIMEOUT_S}\n", set.name));
         dirs.push(dir);
     }
+    // The runs' sets, with meta-virtualization's init scripts from the kit, each once.
+    let init = fs::read(kit.file("vxn-init.sh")).unwrap();
+    let common = fs::read(kit.file("vcontainer-init-common.sh")).unwrap();
+    let mut made: Vec<&str> = Vec::new();
+    let mut runs_list = String::new();
+    for run in &runs {
+        let set = run.set;
+        if !made.contains(&set.name) {
+            made.push(set.name);
+            let dir = TestDir::new();
+            let inputs = Inputs {
+                rootfs: set.rootfs,
+                init: &init,
+                mode: "0755",
+                common: set.common.then_some(common.as_slice()),
+                compression: "xz",
+            };
+            let fx = deploy_inputs(arch, &inputs, set.findings, &kit, &dir);
+            place(arch, &fx, set.name, set.from, set.findings, &dir, &root);
+            dirs.push(dir);
+        }
+        let command = run.command.replace("{arch}", arch.target_arch());
+        runs_list.push_str(&format!("{} {RUN_TIMEOUT_S} {command}\n", run.name));
+    }
     fs::create_dir_all(root.join("xen-tier")).unwrap();
     fs::write(root.join("xen-tier/sets"), &list).unwrap();
+    if !runs.is_empty() {
+        fs::write(root.join("xen-tier/runs"), &runs_list).unwrap();
+    }
     link_duplicates(&root);
     let sets_took = started.elapsed();
 
@@ -331,8 +561,10 @@ fn xen_tier(arch: Arch, sets: &[Set]) {
     fs::write(&initrd, &bytes).unwrap();
     let pack_took = started.elapsed();
 
-    // One boot of Xen and the Dom0 for all sets.
-    let timeout = Duration::from_secs(300 + sets.len() as u64 * (60 + DOMU_TIMEOUT_S));
+    // One boot of Xen and the Dom0 for all sets and runs.
+    let timeout = Duration::from_secs(
+        300 + sets.len() as u64 * (60 + DOMU_TIMEOUT_S) + runs.len() as u64 * RUN_TIMEOUT_S,
+    );
     let (status, serial, boot_took) = run_qemu(
         qemu(arch, &kit, &initrd),
         &work.path().join("serial.log"),
@@ -359,7 +591,7 @@ fn xen_tier(arch: Arch, sets: &[Set]) {
          Dom0 initramfs {:.1} s ({} MB), QEMU run {:.1} s (Xen + Dom0, toolstack up {toolstack}; \
          kit: {})",
         kit_took.as_secs_f64(),
-        sets.len(),
+        sets.len() + made.len(),
         sets_took.as_secs_f64(),
         pack_took.as_secs_f64(),
         bytes.len() / 1_000_000,
@@ -452,6 +684,7 @@ fn xen_tier(arch: Arch, sets: &[Set]) {
             }
         }
     }
+    check_runs(&test, &serial, &runs);
     eprintln!(
         "{test}: the whole test {:.1} s",
         tier_started.elapsed().as_secs_f64()
@@ -459,14 +692,68 @@ fn xen_tier(arch: Arch, sets: &[Set]) {
     drop(dirs);
 }
 
-#[test]
-#[ignore = "boots Xen under QEMU; run by the xen tier (scripts/test.sh)"]
-fn x86_64_sets_boot_under_xen_as_check_predicts() {
-    xen_tier(Arch::X86_64, &X86_64_SETS);
+/// Asserts what each run gave its caller and what its DomU's console shows.
+fn check_runs(test: &str, serial: &str, runs: &[&Run]) {
+    if runs.is_empty() {
+        return;
+    }
+    let ready = lines_of(serial, "xen-tier: e2e ready in ");
+    if ready.is_empty() {
+        let last = runs[0].name;
+        panic!(
+            "{test}: the Dom0 did not become a vxn host (bridge, registry, image)\n{}",
+            tails(serial, last)
+        );
+    }
+    eprintln!("{test}: vxn host ready in {}", ready[0]);
+    for run in runs {
+        let name = run.name;
+        let fail =
+            |what: &str| -> ! { panic!("{test}: run {name}: {what}\n{}", tails(serial, name)) };
+        let end = run_lines(serial, name, "end");
+        let Some(end) = end.first() else {
+            fail("the Dom0 never finished it")
+        };
+        let stdout = run_lines(serial, name, "stdout");
+        let stderr = run_lines(serial, name, "stderr");
+        let guest = run_lines(serial, name, "guest");
+        eprintln!(
+            "{test} run {name} (set {}, check: {}): {end}; stdout {stdout:?}",
+            run.set.name,
+            if run.set.findings.is_empty() {
+                "nothing found".to_string()
+            } else {
+                run.set.findings.join(", ")
+            }
+        );
+        let expected = format!("exit {} after ", run.exit);
+        if !end.starts_with(&expected) {
+            fail(&format!(
+                "the caller got {end:?}, not {expected:?}...; stdout {stdout:#?}, stderr {stderr:#?}"
+            ));
+        }
+        for (what, lines, wanted) in [
+            ("stdout", &stdout, run.stdout),
+            ("stderr", &stderr, run.stderr),
+            ("its DomU's console", &guest, run.guest),
+        ] {
+            for line in wanted {
+                if !lines.iter().any(|l| l == line) {
+                    fail(&format!("{line:?} missing from {what}: {lines:#?}"));
+                }
+            }
+        }
+    }
 }
 
 #[test]
 #[ignore = "boots Xen under QEMU; run by the xen tier (scripts/test.sh)"]
-fn aarch64_sets_boot_under_xen_as_check_predicts() {
-    xen_tier(Arch::Aarch64, &AARCH64_SETS);
+fn x86_64_sets_boot_under_xen_and_vxn_runs_containers_as_check_predicts() {
+    xen_tier(Arch::X86_64, &X86_64_SETS, &X86_64_RUNS);
+}
+
+#[test]
+#[ignore = "boots Xen under QEMU; run by the xen tier (scripts/test.sh)"]
+fn aarch64_sets_boot_under_xen_and_vxn_runs_containers_as_check_predicts() {
+    xen_tier(Arch::Aarch64, &AARCH64_SETS, &AARCH64_RUNS);
 }
