@@ -231,6 +231,10 @@ def vxn_kernel_path(d):
 
 # Written with json (never by shell quoting) before each task, from the current configuration.
 vxn_write_spec[doc] = "Writes VXN_SPEC, the vxn-blobs spec (docs/spec.md), from the VXN_* variables."
+# The thread count changes how fast the tool works, never the bytes it writes (docs/engine.md),
+# as OE-core leaves PARALLEL_MAKE out: in the signatures it would keep builders with another
+# VXN_JOBS (${BB_NUMBER_THREADS} on each) from restoring each other's do_deploy from sstate.
+vxn_write_spec[vardepsexclude] += "VXN_JOBS"
 python vxn_write_spec() {
     import json
 
