@@ -380,12 +380,14 @@ class Tier:
         argv, env = self._as_user(argv)
         return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
-    def start_as_user(self, argv, output):
+    def start_as_user(self, argv, output, session=False):
         """argv started as the build user, its stdout and stderr going to the file `output`
-        (a file, not a pipe: nobody reads a pipe while a background build runs)."""
+        (a file, not a pipe: nobody reads a pipe while a background build runs). `session`:
+        in a session and process group of its own, which os.killpg can end whole (runuser and
+        what it started)."""
         argv, env = self._as_user(argv)
         with open(output, "w") as out:
-            return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=session)
 
 
 # Numbers the logs of BitBake commands (work/logs/<topdir>-N.log), kept for a look afterwards.
@@ -554,15 +556,16 @@ class Running:
         return r
 
 
-def meta_vxn(tier):
-    """meta-vxn in the tier's copy of the checkout, which the build user can read."""
-    return os.path.join(tier.checkout, "meta-vxn")
+def meta_vxn(tier, checkout=None):
+    """meta-vxn in the tier's copy of the checkout, which the build user can read (or in
+    `checkout`, another copy: a second builder's)."""
+    return os.path.join(checkout or tier.checkout, "meta-vxn")
 
 
-def standin_layer(tier, name, *parts):
+def standin_layer(tier, name, *parts, checkout=None):
     """A layer of tests/oe/layers (or a path in it), in the tier's copy of the checkout, which
-    the build user can read."""
-    return os.path.join(tier.checkout, "tests", "oe", "layers", name, *parts)
+    the build user can read (or in `checkout`, as meta_vxn)."""
+    return os.path.join(checkout or tier.checkout, "tests", "oe", "layers", name, *parts)
 
 
 def check_dir(tier, series):

@@ -105,6 +105,64 @@ def check_dir(tier, stack):
     return bd
 
 
+# The host's C compiler for vxn-sendtty, as the host's rust for cargo: the cross toolchain and
+# libc that ${CC} needs are downloads, so they are ASSUME_PROVIDED and vxn's compile gets the
+# host's gcc (in OE-core's HOSTTOOLS) with OE's flags but -fcanon-prefix-map (gcc 13's; the
+# host has gcc 12). Packaging an ELF file without binutils-cross: no strip or debug split, the
+# host's objdump for the shared-library scan, no rpmdeps (rpm-native) file dependencies.
+HOST_CC_CONF = '''# The host's C compiler for vxn-sendtty (tests/oe: the cross toolchain is a download).
+ASSUME_PROVIDED += "gcc-cross-x86_64 virtual/cross-cc virtual/compilerlibs virtual/libc"
+CC:pn-vxn = "gcc"
+DEBUG_PREFIX_MAP:remove:pn-vxn = "-fcanon-prefix-map"
+OBJDUMP:pn-vxn = "objdump"
+INHIBIT_PACKAGE_STRIP:pn-vxn = "1"
+INHIBIT_PACKAGE_DEBUG_SPLIT:pn-vxn = "1"
+SKIP_FILEDEPS:pn-vxn = "1"
+'''
+
+
+def offline_conf(stack):
+    """local.conf of the offline builds on the real layers (after BuildDir's own): the Dom0
+    configuration without the multiconfig, every recipe masked but OE-core's recipes-core/meta,
+    meta-vxn's, the offline shims' and meta-virtualization's recipes-core/vxn (vxn and its own
+    vxn-initramfs-create, which meta-vxn's overlays), the inputs by path (vxn-blobs demo's, in
+    ${TOPDIR}/demo/inputs) and the host's C compiler."""
+    masks = ['BBMASK += "^%s/"' % re.escape(os.path.join(stack.meta_oe, "")).rstrip("/"),
+             'BBMASK += "^%s/"' % re.escape(os.path.join(stack.meta_yocto, "")).rstrip("/"),
+             'BBMASK += "^%s/(?!recipes-core/vxn/)"' % re.escape(stack.meta_virt)]
+    ignore = "".join('BBFILE_PATTERN_IGNORE_EMPTY_%s = "1"\n' % c
+                     for c in ("openembedded-layer", "networking-layer", "meta-python", "filesystems-layer", "yocto"))
+    return (DOM0_CONF.replace('BBMULTICONFIG = "%s"' % MC, 'BBMULTICONFIG = ""') +
+            "\n".join(masks) + "\n" + ignore +
+            'VXN_MC_DEPLOY_DIR = "${TOPDIR}/demo/inputs"\n' + HOST_CC_CONF)
+
+
+def offline_dir(tier, stack, name=None, sstate=None, checkout=None):
+    """build-real-<series> (test_real_layers.py), or with `name`, `sstate` and `checkout`
+    another TOPDIR of that configuration: the real layers, meta-vxn and the offline shims (from
+    another copy of the checkout), offline_conf in local.conf.
+
+    build-real-<series>'s SSTATE_DIR is the stand-in builds' (test_build.py, same series, run
+    before): the native tool comes from there when its signature matches."""
+    layers = stack.dependencies() + [oetier.meta_vxn(tier, checkout),
+                                     oetier.standin_layer(tier, "meta-offline-standin", checkout=checkout)]
+    bd = oetier.BuildDir(tier, stack.series, name or "build-real-" + stack.series.name, layers, mask=True,
+                         sstate=sstate or "sstate-" + stack.series.name)
+    bd.write_conf(offline_conf(stack))
+    return bd
+
+
+def make_demo_inputs(tier, bd):
+    """The stand-in inputs by path of an offline TOPDIR, made by the tool it built (bitbake
+    vxn-blobs-native first): vxn-blobs demo writes a small but real rootfs squashfs, tiny
+    initramfs and kernel named as the vruntime deploy names them. Returns the tool's path."""
+    tool = bd.path("tmp", "sysroots-components", "x86_64", "vxn-blobs-native", "usr", "bin", "vxn-blobs")
+    demo = tier.run_as_user([tool, "demo", "--out", bd.path("demo")])
+    assert demo.returncode == 0, demo.stderr
+    assert os.path.exists(bd.path("demo", "inputs", "vdkr-rootfs-image-qemux86-64.rootfs.squashfs"))
+    return tool
+
+
 def start_parse(tier, stack):
     """The whole stack parsed in check-real-<series>, in the background from the tier's start,
     beside the stand-in builds. Twice: in a fresh TOPDIR BitBake 2.18's first command can hash

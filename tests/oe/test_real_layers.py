@@ -58,41 +58,10 @@ def read(path):
 
 # -- build-real-wrynose: what can run offline, for real ---------------------------------------
 
-# The host's C compiler for vxn-sendtty, as the host's rust for cargo: the cross toolchain and
-# libc that ${CC} needs are downloads, so they are ASSUME_PROVIDED and vxn's compile gets the
-# host's gcc (in OE-core's HOSTTOOLS) with OE's flags but -fcanon-prefix-map (gcc 13's; the
-# host has gcc 12). Packaging an ELF file without binutils-cross: no strip or debug split, the
-# host's objdump for the shared-library scan, no rpmdeps (rpm-native) file dependencies.
-HOST_CC_CONF = '''# The host's C compiler for vxn-sendtty (tests/oe: the cross toolchain is a download).
-ASSUME_PROVIDED += "gcc-cross-x86_64 virtual/cross-cc virtual/compilerlibs virtual/libc"
-CC:pn-vxn = "gcc"
-DEBUG_PREFIX_MAP:remove:pn-vxn = "-fcanon-prefix-map"
-OBJDUMP:pn-vxn = "objdump"
-INHIBIT_PACKAGE_STRIP:pn-vxn = "1"
-INHIBIT_PACKAGE_DEBUG_SPLIT:pn-vxn = "1"
-SKIP_FILEDEPS:pn-vxn = "1"
-'''
-
-
 @pytest.fixture(scope="module")
 def offline(tier, stack):
-    """build-real-wrynose: the real layers, meta-vxn and the offline shims, every recipe masked
-    but OE-core's recipes-core/meta, meta-vxn's, the offline shims' and meta-virtualization's
-    recipes-core/vxn (vxn and its own vxn-initramfs-create, which meta-vxn's overlays)."""
-    layers = stack.dependencies() + [oetier.meta_vxn(tier), oetier.standin_layer(tier, "meta-offline-standin")]
-    # Its own SSTATE_DIR is the stand-in builds' (test_build.py, same series, run before): the
-    # native tool comes from there when its signature matches.
-    bd = oetier.BuildDir(tier, stack.series, "build-real-" + stack.series.name, layers, mask=True,
-                         sstate="sstate-" + stack.series.name)
-    masks = ['BBMASK += "^%s/"' % re.escape(os.path.join(stack.meta_oe, "")).rstrip("/"),
-             'BBMASK += "^%s/"' % re.escape(os.path.join(stack.meta_yocto, "")).rstrip("/"),
-             'BBMASK += "^%s/(?!recipes-core/vxn/)"' % re.escape(stack.meta_virt)]
-    ignore = "".join('BBFILE_PATTERN_IGNORE_EMPTY_%s = "1"\n' % c
-                     for c in ("openembedded-layer", "networking-layer", "meta-python", "filesystems-layer", "yocto"))
-    bd.write_conf(reallayers.DOM0_CONF.replace('BBMULTICONFIG = "%s"' % MC, 'BBMULTICONFIG = ""') +
-                  "\n".join(masks) + "\n" + ignore +
-                  'VXN_MC_DEPLOY_DIR = "${TOPDIR}/demo/inputs"\n' + HOST_CC_CONF)
-    return bd
+    """build-real-wrynose (reallayers.offline_dir)."""
+    return reallayers.offline_dir(tier, stack)
 
 
 def deployed(bd):
@@ -139,13 +108,7 @@ def deb_files(deb):
 def test_offline_the_real_scripts_are_injected_and_vxn_packages_the_deployed_blobs(tier, stack, offline):
     bd = offline
     bd.bitbake("vxn-blobs-native")
-    # The stand-in inputs by path, made by the tool just built: vxn-blobs demo writes a small
-    # but real rootfs squashfs, tiny initramfs and kernel named as the vruntime deploy names them.
-    tool = bd.path("tmp", "sysroots-components", "x86_64", "vxn-blobs-native", "usr", "bin", "vxn-blobs")
-    demo = tier.run_as_user([tool, "demo", "--out", bd.path("demo")])
-    assert demo.returncode == 0, demo.stderr
-    inputs = bd.path("demo", "inputs")
-    assert os.path.exists(os.path.join(inputs, "vdkr-rootfs-image-qemux86-64.rootfs.squashfs"))
+    tool = reallayers.make_demo_inputs(tier, bd)
 
     r = bd.bitbake("vxn")
     assert not ours(tier, r.warnings()), "\n".join(r.warnings())
