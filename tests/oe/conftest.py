@@ -77,3 +77,13 @@ def primary(tier):
         if s:
             return s
     return tier.series[0]
+
+
+@pytest.fixture(scope="session")
+def stack(tier):
+    """The real layers beside the tier's wrynose (reallayers.discover), or a skip that says how
+    to give them (a failure under CI=true)."""
+    s = reallayers.discover(tier)
+    if not s:
+        oetier.missing(reallayers.ENABLE_HINT)
+    return s

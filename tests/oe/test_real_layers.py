@@ -38,14 +38,6 @@ def ours(tier, warnings):
     return [w for w in warnings if OURS.search(w.replace(tier.work, "<work>"))]
 
 
-@pytest.fixture(scope="module")
-def stack(tier):
-    s = reallayers.discover(tier)
-    if not s:
-        oetier.missing(reallayers.ENABLE_HINT)
-    return s
-
-
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

@@ -237,14 +237,6 @@ def b_standin(tier, primary, farm):
 
 
 @pytest.fixture(scope="module")
-def stack(tier):
-    s = reallayers.discover(tier)
-    if not s:
-        oetier.missing(reallayers.ENABLE_HINT)
-    return s
-
-
-@pytest.fixture(scope="module")
 def a_real(tier, stack, farm):
     """build-real-<series> (test_real_layers.py), with its inputs made when this module runs
     without that one; its configuration put back at the end."""
