@@ -145,6 +145,16 @@ SRC_URI = "${@vxn_src_uri(d)}"
 # (insane.bbclass refuses S or UNPACKDIR = WORKDIR from styhead on).
 B = "${WORKDIR}/build"
 
+# SOURCE_DATE_EPOCH is the blobs' time (the README's Date, rootfs.img's mkfs time and the
+# injected files' mtime). OE-core would take it from the youngest file in ${S}: here the
+# injected scripts, whose mtimes are those of each builder's checkout of the layer (git writes
+# files at checkout time), in no task signature, so two builders would make different bytes
+# under one signature. OE-core's rule for sources that are all local files (oe.reproducible:
+# "not from a tarball") is SOURCE_DATE_EPOCH_FALLBACK; a recipe sets it as OE-core's own
+# xorg-minimal-fonts does. The fallback then is an input of the blobs, so it is in the
+# signatures of the tasks that write the spec.
+SOURCE_DATE_EPOCH = "${SOURCE_DATE_EPOCH_FALLBACK}"
+
 # The outputs depend on MACHINE (the inputs' names, the README, the deploy directory).
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
@@ -235,6 +245,9 @@ vxn_write_spec[doc] = "Writes VXN_SPEC, the vxn-blobs spec (docs/spec.md), from 
 # as OE-core leaves PARALLEL_MAKE out: in the signatures it would keep builders with another
 # VXN_JOBS (${BB_NUMBER_THREADS} on each) from restoring each other's do_deploy from sstate.
 vxn_write_spec[vardepsexclude] += "VXN_JOBS"
+# OE-core leaves SOURCE_DATE_EPOCH out of every signature (it follows the sources); this
+# class's follows SOURCE_DATE_EPOCH_FALLBACK (see SOURCE_DATE_EPOCH above).
+vxn_write_spec[vardeps] += "SOURCE_DATE_EPOCH_FALLBACK"
 python vxn_write_spec() {
     import json
 

@@ -397,6 +397,20 @@ def test_the_thread_count_is_no_input_of_the_signatures(bblib, tmp_path):
     assert keep["do_compile"] != base["do_compile"] and keep["do_deploy"] != base["do_deploy"]
 
 
+def test_the_blobs_time_is_the_fallback_and_in_the_signatures(bblib, tmp_path):
+    """SOURCE_DATE_EPOCH is SOURCE_DATE_EPOCH_FALLBACK, not the scripts' mtimes (each builder's
+    own checkout times, which OE-core would take from ${S}); so the fallback is an input of the
+    blobs, in do_compile's and do_deploy's signatures (tests/oe/test_sharing.py gives builder B
+    a checkout with other mtimes and gets builder A's bytes)."""
+    deps, base = base_hashes(bblib, tmp_path, {"SOURCE_DATE_EPOCH_FALLBACK": "1302044400"})
+    assert "SOURCE_DATE_EPOCH_FALLBACK" in deps["do_compile"] & deps["do_deploy"]
+    deps, other = base_hashes(bblib, tmp_path, {"SOURCE_DATE_EPOCH_FALLBACK": "7"})
+    assert other["do_compile"] != base["do_compile"] and other["do_deploy"] != base["do_deploy"]
+    d = parse_vxn(bblib, tmp_path, local={"SOURCE_DATE_EPOCH_FALLBACK": "7"})[""]
+    assert d.getVar("SOURCE_DATE_EPOCH") == "7"
+    assert write_spec(bblib, d)["source_date_epoch"] == 7
+
+
 def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
     d = parse_vxn(bblib, tmp_path, local={"VXN_JOBS": "3", "VXN_KERNEL_REQUIRED": "1"})[""]
     spec = write_spec(bblib, d)
