@@ -16,6 +16,7 @@ its history along. Each server runs as the build user, bound to 127.0.0.1 on a p
 picks, and is stopped when the module ends, whatever happened.
 """
 
+import contextlib
 import fnmatch
 import glob
 import json
@@ -128,30 +129,44 @@ class Server:
                 re.findall(r'"(GET|HEAD) (\S+) HTTP/[\d.]+" (\d+)', self.output()) if m == method]
 
 
+def database(path):
+    """A hash server's SQLite database, opened read-only (its server may be writing it)."""
+    return sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+
+
 class Farm:
     """The farm's servers and builder B's copy of the checkout, in build-sharing/."""
 
     def __init__(self, tier, series):
         self.tier = tier
+        self.series = series
         self.root = os.path.join(tier.work, "build-sharing")
         shutil.rmtree(self.root, ignore_errors=True)
         os.makedirs(self.root)
+        # B's layers: another checkout, its files as new as a fresh clone's (git writes each at
+        # checkout time), so that nothing of B's may depend on A's file times.
         self.checkout = os.path.join(self.root, "checkout")
         shutil.copytree(tier.checkout, self.checkout, symlinks=True)
+        for root, _, files in os.walk(self.checkout):
+            for name in files:
+                os.utime(os.path.join(root, name), follow_symlinks=False)
         # A's SSTATE_DIR, served to B, and its hash server's database (BB_HASHSERVE_DB_DIR).
         self.a_sstate = os.path.join(tier.work, "sstate-" + series.name)
         self.db = os.path.join(self.root, "hashserv.db")
         a_db = os.path.join(self.a_sstate, "hashserv.db")
         if os.path.exists(a_db):
-            with sqlite3.connect("file:%s?mode=ro" % a_db, uri=True) as src, sqlite3.connect(self.db) as dst:
+            with contextlib.closing(database(a_db)) as src, contextlib.closing(sqlite3.connect(self.db)) as dst:
                 src.backup(dst)
         tier._give_to_user(self.root)
         self.servers = []
+        self.hashserv = None
+        self.mirror = None
+
+    def start(self):
         self.hashserv = self._start("hashserv", [
-            os.path.join(series.bitbake, "bin", "bitbake-hashserv"), "--bind", "127.0.0.1:0",
+            os.path.join(self.series.bitbake, "bin", "bitbake-hashserv"), "--bind", "127.0.0.1:0",
             "--database", self.db, "--anon-perms", "@read,@report", "--log", "DEBUG"],
             r"Listening on \('127\.0\.0\.1', (\d+)\)")
-        self.mirror = None
         self.serve(self.a_sstate)
 
     def _start(self, name, argv, ready):
@@ -188,13 +203,13 @@ class Farm:
         """(id, method, taskhash, outhash) of each output hash the server has for
         vxn-initramfs-create's do_deploy (the builders report PN and task:
         SSTATE_HASHEQUIV_REPORT_TASKDATA), oldest first."""
-        with sqlite3.connect("file:%s?mode=ro" % self.db, uri=True) as db:
+        with contextlib.closing(database(self.db)) as db:
             return db.execute("SELECT id, method, taskhash, outhash FROM outhashes_v2 WHERE PN = ? AND task = 'deploy' "
                               "ORDER BY id", (RECIPE,)).fetchall()
 
     def equivalents(self, method, outhash):
         """{taskhash: unihash} of every task hash reported with this output hash."""
-        with sqlite3.connect("file:%s?mode=ro" % self.db, uri=True) as db:
+        with contextlib.closing(database(self.db)) as db:
             return dict(db.execute("SELECT o.taskhash, u.unihash FROM outhashes_v2 o LEFT JOIN unihashes_v3 u "
                                    "ON u.method = o.method AND u.taskhash = o.taskhash "
                                    "WHERE o.method = ? AND o.outhash = ?", (method, outhash)).fetchall())
@@ -207,8 +222,11 @@ class Farm:
 @pytest.fixture(scope="module")
 def farm(tier, primary):
     f = Farm(tier, primary)
-    yield f
-    f.stop()
+    try:
+        f.start()
+        yield f
+    finally:
+        f.stop()
     assert not any(listening(s.proc.pid) for s in f.servers), "a server of the farm still listens"
     oetier.log("sharing: the servers are stopped")
 
@@ -304,6 +322,7 @@ def test_b_restores_the_deploy_from_the_mirror_and_compiles_nothing(tier, farm, 
     assert s["local"] == 0 and s["missed"] == 0 and s["mirrors"] == s["wanted"] > 0, s
     fetched = [p for p, status in farm.mirror.requests("GET") if status == 200]
     assert any(fnmatch.fnmatch(os.path.basename(p), DEPLOY_OBJECT) for p in fetched), fetched
+    assert not [p for p in fetched if "sstate:vxn-blobs-native:" in p], fetched
     assert the_set(b_standin) == the_set(a_standin)
 
 
