@@ -371,46 +371,6 @@ def write_spec(bblib, d):
         return json.load(f)
 
 
-def base_hashes(bblib, tmp_path, local):
-    """The variables each task's signature depends on and do_compile's and do_deploy's base
-    hashes, as BitBake's signature generator computes them (bb.data), for the recipe parsed
-    with `local`; in one TOPDIR for every call, so that the paths in the values agree."""
-    d = parse_vxn(bblib, tmp_path, local=local)[""]
-    ignored = set((d.getVar("BB_BASEHASH_IGNORE_VARS") or "").split())
-    tasks, deps, values = bblib.data.generate_dependencies(d, ignored)
-    taskdeps, hashes = bblib.data.generate_dependency_hash(tasks, deps, values, ignored, VXN_RECIPE)
-    return taskdeps, {task: hashes[VXN_RECIPE + ":" + task] for task in ("do_compile", "do_deploy")}
-
-
-def test_the_thread_count_is_no_input_of_the_signatures(bblib, tmp_path):
-    """Builders sharing sstate each set VXN_JOBS to their own core count: it changes how fast the
-    blobs are made, not their bytes, so it stays out of do_compile's and do_deploy's signatures,
-    while a knob that changes the bytes is in them (tests/oe/test_sharing.py shows the sharing
-    between two builders with the real BitBake)."""
-    threads = {"BB_NUMBER_THREADS": "7"}
-    deps, base = base_hashes(bblib, tmp_path, threads)
-    assert "VXN_COMPRESSION" in deps["do_compile"] and "VXN_CHECK" in deps["do_deploy"]
-    assert "VXN_JOBS" not in deps["do_compile"] | deps["do_deploy"]
-    for jobs in ("1", "${BB_NUMBER_THREADS}"):
-        assert base_hashes(bblib, tmp_path, dict(threads, VXN_JOBS=jobs))[1] == base, jobs
-    _, keep = base_hashes(bblib, tmp_path, dict(threads, VXN_COMPRESSION="keep"))
-    assert keep["do_compile"] != base["do_compile"] and keep["do_deploy"] != base["do_deploy"]
-
-
-def test_the_blobs_time_is_the_fallback_and_in_the_signatures(bblib, tmp_path):
-    """SOURCE_DATE_EPOCH is SOURCE_DATE_EPOCH_FALLBACK, not the scripts' mtimes (each builder's
-    own checkout times, which OE-core would take from ${S}); so the fallback is an input of the
-    blobs, in do_compile's and do_deploy's signatures (tests/oe/test_sharing.py gives builder B
-    a checkout with other mtimes and gets builder A's bytes)."""
-    deps, base = base_hashes(bblib, tmp_path, {"SOURCE_DATE_EPOCH_FALLBACK": "1302044400"})
-    assert "SOURCE_DATE_EPOCH_FALLBACK" in deps["do_compile"] & deps["do_deploy"]
-    deps, other = base_hashes(bblib, tmp_path, {"SOURCE_DATE_EPOCH_FALLBACK": "7"})
-    assert other["do_compile"] != base["do_compile"] and other["do_deploy"] != base["do_deploy"]
-    d = parse_vxn(bblib, tmp_path, local={"SOURCE_DATE_EPOCH_FALLBACK": "7"})[""]
-    assert d.getVar("SOURCE_DATE_EPOCH") == "7"
-    assert write_spec(bblib, d)["source_date_epoch"] == 7
-
-
 def test_spec_is_schema_1_json_from_the_configuration(bblib, tmp_path):
     d = parse_vxn(bblib, tmp_path, local={"VXN_JOBS": "3", "VXN_KERNEL_REQUIRED": "1"})[""]
     spec = write_spec(bblib, d)
@@ -468,6 +428,34 @@ def test_the_block_cache_is_in_no_task_signature(bblib, tmp_path):
     assert compile_task, sorted(base)
     assert base == other_cache == no_cache
     assert keep[compile_task[0]] != base[compile_task[0]]
+
+
+def test_the_thread_count_is_no_input_of_the_signatures(bblib, tmp_path):
+    """Builders sharing sstate each set VXN_JOBS to their own core count: it changes how fast the
+    blobs are made, not their bytes, so it stays out of do_compile's and do_deploy's signatures,
+    while a knob that changes the bytes is in them (tests/oe/test_sharing.py shows the sharing
+    between two builders with the real BitBake)."""
+    threads = {"BB_NUMBER_THREADS": "7"}
+    base = task_hashes(bblib, parse_vxn(bblib, tmp_path, local=threads)[""])
+    for jobs in ("1", "${BB_NUMBER_THREADS}"):
+        assert task_hashes(bblib, parse_vxn(bblib, tmp_path, local=dict(threads, VXN_JOBS=jobs))[""]) == base, jobs
+    keep = task_hashes(bblib, parse_vxn(bblib, tmp_path, local=dict(threads, VXN_COMPRESSION="keep"))[""])
+    for task in ("vxn:do_compile", "vxn:do_deploy"):
+        assert keep[task] != base[task], task
+
+
+def test_the_blobs_time_is_the_fallback_and_in_the_signatures(bblib, tmp_path):
+    """SOURCE_DATE_EPOCH is SOURCE_DATE_EPOCH_FALLBACK, not the scripts' mtimes (each builder's
+    own checkout times, which OE-core would take from ${S}); so the fallback is an input of the
+    blobs, in do_compile's and do_deploy's signatures (tests/oe/test_sharing.py gives builder B
+    a checkout with other mtimes and gets builder A's bytes)."""
+    base = task_hashes(bblib, parse_vxn(bblib, tmp_path, local={"SOURCE_DATE_EPOCH_FALLBACK": "1302044400"})[""])
+    d = parse_vxn(bblib, tmp_path, local={"SOURCE_DATE_EPOCH_FALLBACK": "7"})[""]
+    other = task_hashes(bblib, d)
+    for task in ("vxn:do_compile", "vxn:do_deploy"):
+        assert other[task] != base[task], task
+    assert d.getVar("SOURCE_DATE_EPOCH") == "7"
+    assert write_spec(bblib, d)["source_date_epoch"] == 7
 
 
 def test_spec_kernel_prefers_multiconfig_then_falls_back_to_deploy_dir_image(bblib, tmp_path):
