@@ -33,8 +33,8 @@ import pytest
 
 import oetier
 import reallayers
-from test_build import BASE_CONF, MC_X86, RECIPE, deployed, record, sha256, vxn_tasks
-from test_faults import damage, the_set
+from test_build import BASE_CONF, MC_X86, RECIPE, deployed, record, sha256, the_set, vxn_tasks
+from test_faults import damage
 
 # B's thread count; A's VXN_JOBS is the default, every core.
 B_JOBS = 'VXN_JOBS = "1"\n'
