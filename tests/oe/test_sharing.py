@@ -414,7 +414,7 @@ def spec_jobs(bd):
 def test_a_damaged_object_on_the_mirror_is_built_instead(tier, farm, a_standin, b_standin):
     """The mirror serves a corrupted do_deploy object: meta-vxn's check fails
     do_deploy_setscene, BitBake takes vxn-blobs-native from the mirror and runs do_compile and
-    do_deploy, and B deploys A's bytes, made with one thread instead of A's two."""
+    do_deploy, and B deploys A's bytes, made with one thread where A used every core."""
     farm.serve(damaged_mirror(farm))
     b_standin.bitbake("-c", "cleansstate", RECIPE)
     b = b_standin.bitbake(RECIPE)
