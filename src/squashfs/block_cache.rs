@@ -18,15 +18,21 @@
 //! | 4 | format, 1 |
 //! | 32 | the key (the file's own name): a file copied or renamed to another name is not used |
 //! | 4 | the block's size field: its length, with the squashfs "stored uncompressed" bit |
+//! | 32 | sha256 of the key, the size field and the block's bytes |
 //! | N | the block's bytes as they go into the image |
 //!
 //! Sharing without a lock: an entry is written under a temporary name in its directory and
 //! renamed onto its key, so readers see a whole entry or none; two writers of one key write the
-//! same bytes. Nothing read is trusted: an entry must be a regular file of a sane size, name its
-//! own key, and decode to exactly the block being looked up, or it is a miss that costs a
-//! compression (and a writable cache gets the good entry in its place). A crash may leave a
-//! renamed entry whose bytes never reached the disk, which is why entries are not synced: the
-//! check catches it. Every file operation is relative to the cache's own directory descriptor and
+//! same bytes. Nothing read is taken as it is: an entry must be a regular file of a sane size,
+//! name its own key, have a size field that fits its length and bytes that match its sha256 (a
+//! block stored uncompressed must be the very block looked up), or it is a miss that costs a
+//! compression (and a writable cache gets the good entry in its place). So damage, a cut-short
+//! copy or an entry under another name never reaches an image. A crash may leave a renamed entry
+//! whose bytes never reached the disk, which is why entries are not synced: the check catches
+//! it. What the checksum cannot tell is an entry written on purpose with the wrong compressed
+//! bytes under a key: the cache is trusted as SSTATE_DIR is (whoever can write one can write the
+//! other, whose objects hold the blobs themselves), and proving every hit by decoding it would
+//! cost more than the hit saves on a builder that still has its previous output. Every file operation is relative to the cache's own directory descriptor and
 //! never follows a symlink, so no entry, however planted, leads a read or a write outside it.
 //!
 //! Bounded: a hit or a reuse touches the entry's mtime, and after a run that stored entries the
@@ -52,7 +58,7 @@ use crate::safe_fs::{hex, TEMP_PREFIX};
 pub const DEFAULT_MAX_SIZE: u64 = 5 << 30;
 const MAGIC: &[u8; 8] = b"VXNBLOCK";
 const FORMAT: u32 = 1;
-const HEADER: usize = 48;
+const HEADER: usize = 80;
 /// The largest entry: a header and the largest block the format allows.
 const MAX_ENTRY: u64 = HEADER as u64 + MAX_BLOCK_SIZE as u64;
 /// A scan removes entries until the cache is at most this share of its limit, so that the next
@@ -126,8 +132,6 @@ pub(crate) struct BlockCache {
     root: OwnedFd,
     /// sha256 state over everything besides the content that decides the bytes.
     keyer: Sha256,
-    /// The output codec, to check that an entry decodes to the block it is taken for.
-    codec: Codec,
     max_size: u64,
     writable: AtomicBool,
     write_error: Mutex<Option<String>>,
@@ -179,7 +183,6 @@ impl BlockCache {
             dir: opts.dir.clone(),
             root,
             keyer,
-            codec: codec.clone(),
             max_size: opts.max_size,
             writable: AtomicBool::new(!opts.read_only),
             write_error: Mutex::new(None),
@@ -253,17 +256,9 @@ impl BlockCache {
         .read_to_end(&mut bytes)
         .map_err(|e| Refused::Damaged(format!("cannot be read ({e})")))?;
         let (field, payload) = parse_entry(&bytes, key).map_err(Refused::Damaged)?;
-        let same = if field & DATA_UNCOMPRESSED != 0 {
-            payload == plain
-        } else {
-            self.codec
-                .decompress(payload, plain.len())
-                .map_err(|why| Refused::Damaged(format!("its block does not decode: {why}")))?
-                == plain
-        };
-        if !same {
+        if field & DATA_UNCOMPRESSED != 0 && payload != plain {
             return Err(Refused::Damaged(
-                "its block decodes to other bytes than its key says".into(),
+                "it stores other bytes than the block its key names".into(),
             ));
         }
         self.touch(&fd);
@@ -306,6 +301,7 @@ impl BlockCache {
         entry.extend_from_slice(&FORMAT.to_le_bytes());
         entry.extend_from_slice(&key);
         entry.extend_from_slice(&field.to_le_bytes());
+        entry.extend_from_slice(&entry_sum(&key, field, bytes));
         entry.extend_from_slice(bytes);
         let result = match self.subdir(&name, true) {
             Ok(sub) => write_renamed(&sub, &name, &entry),
@@ -460,7 +456,20 @@ fn parse_entry<'a>(bytes: &'a [u8], key: &[u8; 32]) -> Result<(u32, &'a [u8]), S
             bytes.len() - HEADER
         ));
     }
-    Ok((field, &bytes[HEADER..]))
+    let payload = &bytes[HEADER..];
+    if bytes[48..80] != entry_sum(key, field, payload) {
+        return Err("its bytes do not match their sha256 (damaged)".into());
+    }
+    Ok((field, payload))
+}
+
+/// The checksum an entry carries: over its key, size field and bytes.
+fn entry_sum(key: &[u8; 32], field: u32, payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(field.to_le_bytes());
+    h.update(payload);
+    h.finalize().into()
 }
 
 /// Writes `bytes` to `name` in `dir` through a temporary file renamed onto it.
