@@ -235,7 +235,7 @@ if case_on inject; then
     echo
     echo "gzip-keep's shell side is the seed's pipeline with -comp gzip (the seed itself always writes xz)."
     echo "_s: wall seconds; _cpu: user+sys CPU seconds (the work done, whatever else runs); _MB: peak RSS."
-    echo "Targets (issue 2, 2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
+    echo "Targets (2 cores): xz-to-xz >= 50x; gzip-to-xz >= 1.8x with ours/shell <= 1.01; ours_MB <= 128."
 fi
 
 # Peak RSS against file data: the same tree plus one file of random data (much more data, almost
@@ -337,7 +337,7 @@ elif case_on compile; then
         awk -v tb="$tb" -v tr="$tr" -v mb="$mb" -v mr="$mr" 'BEGIN {
             printf "\ncompile (gzip rootfs): rebuild %.2f s (%.1f MB), unchanged rerun %.2f s (%.1f MB), ratio %.1fx\n",
                 tb, mb / 1024, tr, mr / 1024, (tr > 0 ? tb / tr : 0) }'
-        echo "Target (issue 3): the unchanged rerun takes <= 1 s or >= 50x less than the rebuild."
+        echo "Target: the unchanged rerun takes <= 1 s or >= 50x less than the rebuild."
     else
         echo
         echo "compile: failed, not measured (see $c/rebuild.log, $c/rerun.log):"
