@@ -19,7 +19,8 @@ use crate::util::{ci, have_tool};
 /// "injected file took the image's mkfs time" from "took some file's mtime".
 pub const MKFS_TIME: u32 = 1_700_000_000;
 
-/// The block sizes issue 2 asks the engine to be proven on (with gzip, xz and zstd).
+/// The block sizes the engine is proven on (with gzip, xz and zstd): mksquashfs's default and
+/// the largest squashfs allows.
 pub const BLOCK_SIZES: [(&str, u32); 2] = [("128K", 128 * 1024), ("1M", 1024 * 1024)];
 
 /// Paths inside the image (absolute, as the engine's DEST takes them).

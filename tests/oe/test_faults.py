@@ -1,5 +1,5 @@
 """Faults under the real BitBake: a killed build, Ctrl-C, builds sharing sstate, a broken sstate
-object (issue 18; docs/reliability.md has the table of what was tried and the outcome).
+object (docs/reliability.md has the table of what was tried and the outcome).
 
 Each scenario brings real bitbake runs into the fault, then asserts on what the next build does
 and on the files everything left. The TOPDIRs are new ones of their own (build-faults-*), with the same

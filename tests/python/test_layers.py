@@ -1,6 +1,6 @@
 """Holds src/ to the layer table of src/lib.rs: imports point one way, down the table.
 
-Issue 17: the boot check and the shared file helpers once made a cycle of seven modules (check
+Why: the boot check and the shared file helpers once made a cycle of seven modules (check
 used assemble's names and deploy's SHA256SUMS while deploy used check; safe_fs returned the
 crate-level Error, which wraps check's and spec's errors; spec used check), and nothing noticed.
 This reads which modules each top-level module of src/ names through `crate::` (as
