@@ -112,13 +112,13 @@ boot_tier() {
 # says how and skips (fails under CI=true).
 #
 # As root, with autogroup scheduling, the tier runs in a session of its own at autogroup nice
-# -10, ahead of the check-layer run's BitBake servers (-5): its QEMU is timed by libxl's 40 s for
+# -20, ahead of the check-layer run's BitBake servers (-5): its QEMU is timed by libxl's 40 s for
 # the hotplug scripts and by the DomUs' own waits, and the check-layer run has time to spare
 # (docs/testing.md, "Where CI's time goes"). Elsewhere it runs as any other tier.
 xen_tier() {
     set -- cargo test --release --locked --test integration xen:: -- --ignored --test-threads=1 --nocapture
     if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
-        setsid sh -c 'echo -10 >/proc/$$/autogroup && exec "$@"' xen-tier "$@" &
+        setsid sh -c 'echo -20 >/proc/$$/autogroup && exec "$@"' xen-tier "$@" &
         xen_pid=$!
         sessions="$sessions $xen_pid"
         status=0
