@@ -41,10 +41,10 @@
 //! On the DomU's console (xenconsoled --log=guest, printed by the Dom0 between per-set markers)
 //! a broken set shows meta-virtualization's preinit switching into /vxn-init.sh and the failure
 //! check predicted, never the boot tier's test init running as PID 1 on Xen; a good set is shown
-//! by the runs, whose container command runs. The DomU ends when
-//! its init exits (the kernel panics, the domain crashes and is destroyed) or, inside the Dom0,
-//! after [`DOMU_TIMEOUT_S`]; the whole QEMU run has a timeout too. Like the boot tier's tests,
-//! these are ignored in a plain `cargo test`; the xen tier of scripts/test.sh runs them.
+//! by the runs, whose container command runs. The DomU ends when its init exits (the kernel
+//! panics, the domain crashes and is destroyed) or, inside the Dom0, after [`DOMU_TIMEOUT_S`];
+//! the whole QEMU run has a timeout too. Like the boot tier's tests, these are ignored in a plain
+//! `cargo test`; the xen tier of scripts/test.sh runs them.
 
 use std::collections::HashMap;
 use std::fs;
