@@ -38,6 +38,13 @@ sessions=""
 trap 'for s in $sessions; do kill -TERM -- "-$s" 2>/dev/null || true; done' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# Waits for the session started as PID and stops tracking it; returns its exit status.
+await_session() {
+    session_status=0
+    wait "$1" || session_status=$?
+    sessions=$(echo " $sessions " | sed "s/ $1 / /")
+    return "$session_status"
+}
 # The machine's busy and idle CPU time so far (/proc/stat, in clock ticks): how busy the cores
 # were during a tier, the background check-layer run included, says whether taking work off a
 # tier can shorten the run (docs/testing.md, "Where CI's time goes").
@@ -119,12 +126,8 @@ xen_tier() {
     set -- cargo test --release --locked --test integration xen:: -- --ignored --test-threads=1 --nocapture
     if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
         setsid sh -c 'echo -20 >/proc/$$/autogroup && exec "$@"' xen-tier "$@" &
-        xen_pid=$!
-        sessions="$sessions $xen_pid"
-        status=0
-        wait "$xen_pid" || status=$?
-        sessions=$(echo " $sessions " | sed "s/ $xen_pid / /")
-        return "$status"
+        sessions="$sessions $!"
+        await_session $!
     else
         "$@"
     fi
@@ -160,8 +163,7 @@ start_check_layer() {
 }
 check_layer_tier() {
     status=0
-    wait "$check_layer_pid" || status=$?
-    sessions=$(echo " $sessions " | sed "s/ $check_layer_pid / /")
+    await_session "$check_layer_pid" || status=$?
     cat "$check_layer_log"
     t=$(( $(date +%s) - check_layer_t0 ))
     tier_times="$tier_times oe-check-layer=${t}s(background)"

@@ -1,6 +1,7 @@
 # nooelint: oelint.bbclass.underscores
 # (Suppression above: the class is named after the recipe it serves, vxn-initramfs-create, so
-# that a user finds one beside the other; BitBake accepts '-' in class names, only EXPORT_FUNCTIONS does not, see below.)
+# that a user finds one beside the other; BitBake accepts '-' in class names, only
+# EXPORT_FUNCTIONS does not, see below.)
 #
 # SPDX-License-Identifier: MIT
 #

@@ -32,8 +32,9 @@
 //! it. What the checksum cannot tell is an entry written on purpose with the wrong compressed
 //! bytes under a key: the cache is trusted as SSTATE_DIR is (whoever can write one can write the
 //! other, whose objects hold the blobs themselves), and proving every hit by decoding it would
-//! cost more than the hit saves on a builder that still has its previous output. Every file operation is relative to the cache's own directory descriptor and
-//! never follows a symlink, so no entry, however planted, leads a read or a write outside it.
+//! cost more than the hit saves on a builder that still has its previous output. Every file
+//! operation is relative to the cache's own directory descriptor and never follows a symlink, so
+//! no entry, however planted, leads a read or a write outside it.
 //!
 //! Bounded: a hit or a reuse touches the entry's mtime, and after a run that stored entries the
 //! cache is scanned and the least recently used entries are removed until it is below 90% of its
